@@ -1,0 +1,11 @@
+// One binding function per op folder; module.cpp calls them all.
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+namespace xmodal::bindings {
+
+void bind_knn(nanobind::module_& m);
+void bind_coreset(nanobind::module_& m);
+
+}  // namespace xmodal::bindings

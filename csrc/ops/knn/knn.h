@@ -1,0 +1,36 @@
+// Exact k nearest neighbours of each query among the rows of a memory bank.
+//
+//   queries  (Q, D) float32, C-contiguous
+//   bank     (N, D) float32, or float16 (IEEE binary16 bits) for half-precision banks
+//   k        1 <= k <= N
+//   dist     (Q, k) float32 out: Euclidean distance (not squared), ascending per row
+//   idx      (Q, k) int64 out: bank row of each neighbour
+//
+// The distance of a pair is sqrt(sum_d (q_d - b_d)^2) evaluated in float64 and rounded to
+// float32; each row is ordered by (dist, idx), so equal distances list the lower bank index
+// first. Exactness: candidates are screened with float32 scores (an sgemm for D > 4, a direct
+// difference for D <= 4), and every bank row whose score lies within a proven float32 error
+// bound of the current k-th score is kept and re-ranked exactly; nothing that can belong to
+// the top k is dropped. Memory is O(Q * k + tiles), never Q x N.
+// NaN/inf inputs are rejected by the caller (their order would be meaningless). Q = 0 is a
+// no-op.
+#pragma once
+
+#include <cstdint>
+
+namespace xmodal {
+
+enum class BankType { f32, f16 };
+
+void knn_cpu(const float* queries, int64_t num_queries, const void* bank, BankType bank_type,
+             int64_t bank_size, int64_t dim, int64_t k, float* dist, int64_t* idx);
+
+// CUDA version: same contract; all pointers are device pointers, work is queued on `stream`.
+// `status` (device int32, zeroed by the caller) is set to 1 when more bank rows than the
+// kernel's candidate margin lie within float32 rounding of some query's k-th distance; the
+// result is then not guaranteed and the caller raises.
+void knn_cuda(const float* queries, int64_t num_queries, const void* bank, BankType bank_type,
+              int64_t bank_size, int64_t dim, int64_t k, float* dist, int64_t* idx,
+              int32_t* status, void* stream);
+
+}  // namespace xmodal

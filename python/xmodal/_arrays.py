@@ -1,0 +1,174 @@
+"""Array handling at the Python boundary of the kernels.
+
+Every op accepts numpy arrays or torch tensors and returns the same kind (torch CUDA tensors
+stay on their device). Validation happens here, with messages that name the argument, what was
+expected and what was received. The native module never converts: conversions to float32 and
+to C-contiguous memory are made here, explicitly, and each op's docstring says when a copy
+can happen.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "ArrayKind",
+    "is_torch",
+    "kind_of",
+    "as_float32",
+    "as_float_bank",
+    "check_finite",
+    "check_same_kind",
+    "empty",
+    "zeros",
+    "stream_of",
+    "positive_int",
+]
+
+
+class ArrayKind(NamedTuple):
+    """Which framework an input came from, and for torch, its device."""
+
+    torch: bool
+    device: Any = None  # torch.device for tensors, None for numpy
+
+    @property
+    def cuda(self) -> bool:
+        return self.torch and self.device.type == "cuda"
+
+    def describe(self) -> str:
+        return f"torch tensor on {self.device}" if self.torch else "numpy array"
+
+
+def _torch():
+    return sys.modules.get("torch")
+
+
+def is_torch(x: Any) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def kind_of(x: Any) -> ArrayKind:
+    return ArrayKind(True, x.device) if is_torch(x) else ArrayKind(False)
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+def _check_shape(x, name: str, ndim: int | None, shape_doc: str | None) -> None:
+    if ndim is not None and x.ndim != ndim:
+        doc = f" {shape_doc}" if shape_doc else ""
+        msg = f"{name} must have {ndim} dimensions{doc}; got shape {_shape_text(x.shape)}"
+        raise ValueError(msg)
+
+
+def as_float32(x: Any, name: str, *, ndim: int | None = None, shape_doc: str | None = None):
+    """Returns ``(array, kind)``: ``x`` as a C-contiguous float32 array of its own framework.
+
+    Floating inputs of another precision, or non-contiguous ones, are copied; booleans,
+    integers and anything non-numeric raise TypeError.
+    """
+    if is_torch(x):
+        torch = _torch()
+        if not x.is_floating_point():
+            msg = f"{name} must be a floating-point tensor; got dtype {x.dtype}"
+            raise TypeError(msg)
+        _check_shape(x, name, ndim, shape_doc)
+        return x.detach().to(torch.float32).contiguous(), kind_of(x)
+    if isinstance(x, np.ndarray):
+        arr = x
+    else:
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:
+            msg = f"{name} must be a numpy array or a torch tensor; got {type(x).__name__}"
+            raise TypeError(msg) from exc
+    if arr.dtype.kind != "f":
+        msg = f"{name} must be a floating-point array; got dtype {arr.dtype}"
+        raise TypeError(msg)
+    _check_shape(arr, name, ndim, shape_doc)
+    return np.ascontiguousarray(arr, dtype=np.float32), ArrayKind(False)
+
+
+def as_float_bank(x: Any, name: str, *, ndim: int = 2, shape_doc: str | None = None):
+    """Like :func:`as_float32`, but float16 stays float16 (half-precision memory banks)."""
+    if is_torch(x):
+        torch = _torch()
+        if x.dtype == torch.float16:
+            _check_shape(x, name, ndim, shape_doc)
+            return x.detach().contiguous(), kind_of(x)
+    elif isinstance(x, np.ndarray) and x.dtype == np.float16:
+        _check_shape(x, name, ndim, shape_doc)
+        return np.ascontiguousarray(x), ArrayKind(False)
+    return as_float32(x, name, ndim=ndim, shape_doc=shape_doc)
+
+
+def check_finite(x: Any, name: str) -> None:
+    """Raises ValueError when ``x`` holds NaN or infinity."""
+    if is_torch(x):
+        ok = bool(_torch().isfinite(x).all())
+    else:
+        ok = bool(np.isfinite(x).all())
+    if not ok:
+        msg = f"{name} contains NaN or infinite values"
+        raise ValueError(msg)
+
+
+def check_same_kind(a: ArrayKind, b: ArrayKind, name_a: str, name_b: str) -> None:
+    if a.torch != b.torch or (a.torch and a.device != b.device):
+        msg = (
+            f"{name_a} and {name_b} must both be numpy arrays or both torch tensors on the same "
+            f"device; got {a.describe()} and {b.describe()}"
+        )
+        raise TypeError(msg)
+
+
+_NUMPY_TO_TORCH = {
+    np.dtype(np.float32): "float32",
+    np.dtype(np.float64): "float64",
+    np.dtype(np.float16): "float16",
+    np.dtype(np.int64): "int64",
+    np.dtype(np.int32): "int32",
+    np.dtype(np.uint8): "uint8",
+    np.dtype(np.bool_): "bool",
+}
+
+
+def empty(kind: ArrayKind, shape, dtype) -> Any:
+    """An uninitialised array of the given framework, device, shape and numpy dtype."""
+    dtype = np.dtype(dtype)
+    if kind.torch:
+        torch = _torch()
+        return torch.empty(tuple(shape), dtype=getattr(torch, _NUMPY_TO_TORCH[dtype]), device=kind.device)
+    return np.empty(tuple(shape), dtype=dtype)
+
+
+def zeros(kind: ArrayKind, shape, dtype) -> Any:
+    out = empty(kind, shape, dtype)
+    out[...] = 0
+    return out
+
+
+def stream_of(kind: ArrayKind) -> int:
+    """The caller's current CUDA stream handle for a CUDA tensor's device (0 otherwise)."""
+    if not kind.cuda:
+        return 0
+    return int(_torch().cuda.current_stream(kind.device).cuda_stream)
+
+
+def positive_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None, what: str = "") -> int:
+    """Validates an integer argument in [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        msg = f"{name} must be an int; got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f", {what}{maximum}" if maximum is not None else ", inf"
+        msg = f"{name} must be in [{minimum}{upper}]; got {value}"
+        raise ValueError(msg)
+    return value

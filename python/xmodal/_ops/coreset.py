@@ -1,0 +1,136 @@
+"""Greedy k-center coreset selection and the random projections it runs on."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _arrays
+from .._backend import C, require_cuda
+
+PROJECTIONS = ("sparse", "linear", None)
+
+
+def greedy_coreset(x, n: int, start: int = 0):
+    """Greedy k-center (farthest-first) selection of ``n`` rows of ``x``.
+
+    ``idx[0] = start``; each further index is the not-yet-selected row whose squared Euclidean
+    distance to its nearest selected row is largest, ties to the lowest index. On the CPU the
+    distances are accumulated in float64, so the selection equals the plain float64 loop of
+    :func:`xmodal.reference.greedy_coreset`. One fused pass over ``x`` per selected row.
+
+    Args:
+        x: (N, D) floating array, numpy or torch (CPU or CUDA). Copied once if it is not
+            C-contiguous float32.
+        n: rows to select, 1 <= n <= N.
+        start: first selected row, 0 <= start < N.
+
+    Returns:
+        idx (n,) int64, same framework and device as ``x``; all distinct.
+    """
+    arr, kind = _arrays.as_float32(x, "x", ndim=2, shape_doc="(N, D)")
+    num_points = arr.shape[0]
+    if num_points == 0 or arr.shape[1] == 0:
+        msg = f"x must be a non-empty (N, D) matrix; got shape {tuple(arr.shape)}"
+        raise ValueError(msg)
+    n = _arrays.positive_int(n, "n", maximum=num_points, what="N=")
+    start = _arrays.positive_int(start, "start", minimum=0, maximum=num_points - 1, what="N-1=")
+    _arrays.check_finite(arr, "x")
+    idx = _arrays.empty(kind, (n,), "int64")
+    if kind.cuda:
+        require_cuda("greedy_coreset")
+        C.greedy_coreset_cuda(arr, n, start, idx, _arrays.stream_of(kind))
+    else:
+        C.greedy_coreset_cpu(arr, n, start, idx)
+    return idx
+
+
+def jl_dimension(num_samples: int, eps: float = 0.9) -> int:
+    """Johnson-Lindenstrauss target dimension, as sklearn.random_projection computes it."""
+    denominator = eps**2 / 2 - eps**3 / 3
+    return int(4 * math.log(num_samples) / denominator)
+
+
+def projection_matrix(num_samples: int, dim: int, projection, proj_dim: int, rng: np.random.Generator):
+    """The (out_dim, dim) float32 projection matrix, or None when no projection applies.
+
+    "sparse": Li et al.'s very sparse random projection that sklearn's SparseRandomProjection
+    (and through it anomalib and M3DM) use: density 1/sqrt(dim), entries +-sqrt(1/density) /
+    sqrt(out_dim), out_dim = JL dimension at eps = 0.9 (depends on the number of rows only).
+    "linear": PatchCore's untrained ``torch.nn.Linear(dim, proj_dim, bias=False)``, i.e.
+    entries uniform in +-1/sqrt(dim). A projection that would not reduce the dimension is
+    skipped, as M3DM does when the JL dimension exceeds the feature dimension.
+    """
+    if projection is None:
+        return None
+    if projection == "sparse":
+        out_dim = jl_dimension(max(num_samples, 2))
+        if out_dim >= dim:
+            return None
+        density = 1.0 / math.sqrt(dim)
+        mask = rng.random((out_dim, dim)) < density
+        signs = np.where(rng.random((out_dim, dim)) < 0.5, -1.0, 1.0)
+        scale = math.sqrt(1.0 / density) / math.sqrt(out_dim)
+        return (mask * signs * scale).astype(np.float32)
+    if projection == "linear":
+        if proj_dim >= dim:
+            return None
+        bound = 1.0 / math.sqrt(dim)
+        return rng.uniform(-bound, bound, size=(proj_dim, dim)).astype(np.float32)
+    msg = f"projection must be 'sparse', 'linear' or None; got {projection!r}"
+    raise ValueError(msg)
+
+
+def coreset(features, ratio=None, n=None, projection="sparse", proj_dim: int = 128, start="random", seed: int = 0):
+    """Greedy coreset of ``features`` on randomly projected features.
+
+    Args:
+        features: (N, D) floating array, numpy or torch (CPU or CUDA).
+        ratio: fraction of rows to keep, in (0, 1]; n = max(1, int(N * ratio)) as anomalib and
+            M3DM count. Give exactly one of ``ratio`` and ``n``.
+        n: number of rows to keep, 1 <= n <= N.
+        projection: "sparse" (JL very sparse projection at eps 0.9, anomalib / M3DM), "linear"
+            (PatchCore's dense random map to ``proj_dim``) or None (select on raw features).
+        proj_dim: output dimension of the "linear" projection.
+        start: "random" (drawn from ``seed``, as anomalib) or the index of the first row
+            (M3DM uses 0).
+        seed: seeds the start and the projection matrix; equal seeds give equal selections.
+
+    Returns:
+        idx (n,) int64 selected rows in selection order, same framework and device as
+        ``features``.
+    """
+    arr, kind = _arrays.as_float32(features, "features", ndim=2, shape_doc="(N, D)")
+    num_points, dim = arr.shape
+    if num_points == 0 or dim == 0:
+        msg = f"features must be a non-empty (N, D) matrix; got shape {tuple(arr.shape)}"
+        raise ValueError(msg)
+    if (ratio is None) == (n is None):
+        msg = "give exactly one of ratio and n"
+        raise ValueError(msg)
+    if ratio is not None:
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+            msg = f"ratio must be a number in (0, 1]; got {ratio!r}"
+            raise ValueError(msg)
+        n = max(1, int(num_points * ratio))
+    n = _arrays.positive_int(n, "n", maximum=num_points, what="N=")
+    proj_dim = _arrays.positive_int(proj_dim, "proj_dim")
+    rng = np.random.default_rng(seed)
+    if isinstance(start, str):
+        if start != "random":
+            msg = f"start must be 'random' or an int; got {start!r}"
+            raise ValueError(msg)
+        start = int(rng.integers(num_points))
+    else:
+        start = _arrays.positive_int(start, "start", minimum=0, maximum=num_points - 1, what="N-1=")
+    matrix = projection_matrix(num_points, dim, projection, proj_dim, rng)
+    _arrays.check_finite(arr, "features")
+    if matrix is not None:
+        if kind.torch:
+            import torch
+
+            arr = arr @ torch.from_numpy(matrix).to(arr.device).T
+        else:
+            arr = arr @ matrix.T
+    return greedy_coreset(arr, n, start)

@@ -1,0 +1,121 @@
+"""Shared helpers of the benchmark scripts: timing, peak memory, machine facts, table output.
+
+Peak memory is the process's resident-set high-water mark during the call minus the resident
+set before it (Linux: /proc/self/clear_refs resets the mark), so it counts native allocations
+(our kernels, OpenBLAS, faiss, torch) that tracemalloc cannot see.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import time
+from typing import Callable
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_extra_memory(fn: Callable[[], object]) -> tuple[object, int]:
+    """Runs fn once; returns (its result, peak extra resident bytes during the call)."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    before = _status_kib("VmRSS")
+    result = fn()
+    peak = _status_kib("VmHWM")
+    return result, max(0, peak - before) * 1024
+
+
+def median_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
+    """Median wall-clock seconds of fn over `repeat` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> dict:
+    """Time (median) and peak extra memory of fn."""
+    _, peak = peak_extra_memory(fn)
+    return {"seconds": median_time(fn, repeat=repeat, warmup=warmup), "peak_bytes": peak}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_commit() -> str:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def machine() -> dict:
+    import xmodal
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": xmodal.get_num_threads(),
+        "date": _dt.date.today().isoformat(),
+        "commit": git_commit(),
+        "xmodal": xmodal.__version__,
+    }
+
+
+def machine_line() -> str:
+    m = machine()
+    return (f"Machine: {m['cpu']}, {m['cores']} cores ({m['threads']} threads used); "
+            f"date {m['date']}; commit {m['commit']}")
+
+
+def fmt_seconds(s: float) -> str:
+    if s != s:  # NaN: not run
+        return "n/a"
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s * 1e6:.0f} µs"
+
+
+def fmt_bytes(b: float) -> str:
+    if b != b:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(b) < 1024 or unit == "GiB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
+    return f"{b:.1f} GiB"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -14,8 +14,8 @@ namespace {
 
 constexpr double kUnitRoundoff = 5.9604644775390625e-08;  // 2^-24, float32
 constexpr int64_t kLowDim = 4;                              // D <= 4: direct differences, no GEMM
-constexpr int64_t kGemmQueryBlock = 128;
-constexpr int64_t kGemmBankTile = 1024;
+constexpr int64_t kGemmQueryBlock = 256;
+constexpr int64_t kGemmBankTile = 2048;
 constexpr int64_t kLowDimQueryBlock = 64;
 constexpr int64_t kLowDimBankTile = 4096;
 constexpr int64_t kScanChunk = 16;
@@ -115,12 +115,6 @@ class Bank {
     return scratch.data();
   }
 
-  float value(int64_t row, int64_t d) const {
-    const int64_t i = row * dim_ + d;
-    return type_ == BankType::f32 ? static_cast<const float*>(data_)[i]
-                                  : half_bits_to_float(static_cast<const uint16_t*>(data_)[i]);
-  }
-
   int64_t size() const { return size_; }
   int64_t dim() const { return dim_; }
 
@@ -130,10 +124,11 @@ class Bank {
   int64_t size_, dim_;
 };
 
-double exact_squared_distance(const float* query, const Bank& bank, int64_t row) {
+double exact_squared_distance(const float* a, const float* b, int64_t dim) {
   double sum = 0.0;
-  for (int64_t d = 0; d < bank.dim(); ++d) {
-    const double diff = static_cast<double>(query[d]) - static_cast<double>(bank.value(row, d));
+#pragma omp simd reduction(+ : sum)
+  for (int64_t d = 0; d < dim; ++d) {
+    const double diff = static_cast<double>(a[d]) - static_cast<double>(b[d]);
     sum += diff * diff;
   }
   return sum;
@@ -155,6 +150,7 @@ std::vector<float> bank_squared_norms(const Bank& bank, double& max_norm) {
       for (int64_t r = 0; r < count; ++r) {
         double sum = 0.0;
         const float* row = rows + r * bank.dim();
+#pragma omp simd reduction(+ : sum)
         for (int64_t d = 0; d < bank.dim(); ++d) sum += static_cast<double>(row[d]) * row[d];
         norms[static_cast<size_t>(t0 + r)] = static_cast<float>(sum);
         local_max = std::max(local_max, sum);
@@ -177,7 +173,9 @@ struct WorkItem {
 std::vector<WorkItem> plan_work(int64_t num_queries, int64_t bank_size, int64_t query_block,
                                 int64_t bank_tile, int64_t& parts) {
   const int64_t threads = num_threads();
-  const int64_t query_blocks = (num_queries + query_block - 1) / query_block;
+  // A multiple of the thread count, so that no thread is left with one block more than another.
+  const int64_t rounds = (num_queries + threads * query_block - 1) / (threads * query_block);
+  const int64_t query_blocks = std::min(num_queries, rounds * threads);
   parts = 1;
   if (query_blocks < threads) {
     const int64_t tiles = (bank_size + bank_tile - 1) / bank_tile;
@@ -223,6 +221,7 @@ void screen_with_gemm(const float* queries, const Bank& bank, int64_t k,
       for (int64_t r = 0; r < rows; ++r) {
         const float* q = queries + (item.query_begin + r) * dim;
         double q_sq = 0.0;
+#pragma omp simd reduction(+ : q_sq)
         for (int64_t d = 0; d < dim; ++d) q_sq += static_cast<double>(q[d]) * q[d];
         const double qn = std::sqrt(q_sq), b = max_norm;
         const double err = 1.01 * (2.0 * gamma * qn * b + u * b * b + u * (2.0 * qn * b + b * b));
@@ -330,13 +329,14 @@ void knn_cpu(const float* queries, int64_t num_queries, const void* bank_data, B
 #pragma omp parallel
   {
     std::vector<Candidate> exact;
+    std::vector<float> row_scratch;
 #pragma omp for schedule(dynamic, 16)
     for (int64_t q = 0; q < num_queries; ++q) errors.run([&] {
       exact.clear();
       const float* query = queries + q * dim;
       for (int64_t p = 0; p < parts; ++p) {
         for (const Candidate& c : found[static_cast<size_t>(q * parts + p)]) {
-          const double d2 = exact_squared_distance(query, bank, c.index);
+          const double d2 = exact_squared_distance(query, bank.rows(c.index, 1, row_scratch), dim);
           exact.push_back({static_cast<float>(std::sqrt(d2)), c.index});
         }
         std::vector<Candidate>().swap(found[static_cast<size_t>(q * parts + p)]);

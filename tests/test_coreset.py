@@ -17,6 +17,18 @@ def test_equals_plain_float64_loop(rng, n_points, dim, n, start):
     np.testing.assert_array_equal(idx, reference.greedy_coreset(x, n, start))
 
 
+def test_exact_on_clustered_features_where_pruning_skips_most_rows(rng):
+    # Tight clusters in a low-dimensional subspace (like CNN patch features): the kernel's
+    # triangle-inequality pruning skips most rows late in the selection; the picks must still be
+    # exactly the plain loop's, including near-ties inside clusters.
+    centers = rng.standard_normal((40, 6)) * 10
+    latent = centers[rng.integers(0, 40, 6000)] + rng.standard_normal((6000, 6)) * 0.3
+    x = (latent @ rng.standard_normal((6, 64)) + 0.01 * rng.standard_normal((6000, 64))).astype(np.float32)
+    x[100:110] = x[5]  # duplicates of one point
+    for start in (0, 5, 5999):
+        np.testing.assert_array_equal(xmodal.greedy_coreset(x, 700, start), reference.greedy_coreset(x, 700, start))
+
+
 def test_ties_and_duplicates_lowest_index_and_distinct():
     # Integer grid with every point twice: exact ties everywhere; more picks than distinct points.
     grid = np.stack(np.meshgrid(np.arange(4), np.arange(4), indexing="ij"), -1).reshape(-1, 2)

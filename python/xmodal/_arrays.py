@@ -24,6 +24,8 @@ __all__ = [
     "check_same_kind",
     "empty",
     "zeros",
+    "full",
+    "is_torch_module",
     "stream_of",
     "positive_int",
 ]
@@ -121,7 +123,9 @@ def check_finite(x: Any, name: str) -> None:
             return
         ok = bool(torch.isfinite(x).all())
     else:
-        if x.size == 0 or np.isfinite(x.sum()):
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = x.sum()
+        if x.size == 0 or np.isfinite(total):
             return
         ok = bool(np.isfinite(x).all())
     if not ok:
@@ -158,10 +162,19 @@ def empty(kind: ArrayKind, shape, dtype) -> Any:
     return np.empty(tuple(shape), dtype=dtype)
 
 
-def zeros(kind: ArrayKind, shape, dtype) -> Any:
+def full(kind: ArrayKind, shape, value, dtype) -> Any:
     out = empty(kind, shape, dtype)
-    out[...] = 0
+    out[...] = value
     return out
+
+
+def zeros(kind: ArrayKind, shape, dtype) -> Any:
+    return full(kind, shape, 0, dtype)
+
+
+def is_torch_module(x: Any) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(x, torch.nn.Module)
 
 
 def stream_of(kind: ArrayKind) -> int:

@@ -7,10 +7,14 @@ the argument, what was expected and what was received.
 
 from ._ops.coreset import coreset, greedy_coreset
 from ._ops.knn import KnnResult, knn
+from ._ops.mlp import CrossmodalDiscrepancy, crossmodal_discrepancy, mlp
 
 __all__ = [
+    "CrossmodalDiscrepancy",
     "KnnResult",
     "coreset",
+    "crossmodal_discrepancy",
     "greedy_coreset",
     "knn",
+    "mlp",
 ]

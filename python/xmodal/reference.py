@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["knn", "greedy_coreset"]
+__all__ = ["knn", "greedy_coreset", "gelu", "mlp", "normalized_distance", "crossmodal_discrepancy"]
 
 
 # --- k nearest neighbours -------------------------------------------------------------------
@@ -49,3 +49,46 @@ def greedy_coreset(x, n: int, start: int = 0):
         idx.append(nxt)
         selected[nxt] = True
     return np.asarray(idx, dtype=np.int64)
+
+
+# --- MLP and CFM's crossmodal discrepancy --------------------------------------------------
+
+
+def gelu(x):
+    """Exact (erf) GELU in float64."""
+    from scipy.special import erf
+
+    x = np.asarray(x, dtype=np.float64)
+    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+
+
+def mlp(x, weights, biases, activation="gelu"):
+    """Sequential(Linear, act, ..., Linear) in float64 (weights in torch (out, in) layout)."""
+    act = {"gelu": gelu, "relu": lambda v: np.maximum(v, 0.0), "identity": lambda v: v, None: lambda v: v}[activation]
+    h = np.asarray(x, dtype=np.float64)
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        h = h @ np.asarray(w, dtype=np.float64).T
+        if b is not None:
+            h = h + np.asarray(b, dtype=np.float64)
+        if i + 1 < len(weights):
+            h = act(h)
+    return h
+
+
+def normalized_distance(p, t):
+    """|| p/max(|p|, 1e-12) - t/max(|t|, 1e-12) || per row (torch.nn.functional.normalize)."""
+    p = np.asarray(p, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    pn = p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12)
+    tn = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+    return np.linalg.norm(pn - tn, axis=1)
+
+
+def crossmodal_discrepancy(f2d, f3d, mlp_2d3d, mlp_3d2d, mask=None, activation="gelu"):
+    """(d_2d, d_3d) as CFM computes them; mlp_* are (weights, biases) pairs. Background rows 0."""
+    d_3d = normalized_distance(mlp(f2d, *mlp_2d3d, activation), f3d)
+    d_2d = normalized_distance(mlp(f3d, *mlp_3d2d, activation), f2d)
+    if mask is not None:
+        keep = np.asarray(mask).reshape(-1) != 0
+        d_2d, d_3d = np.where(keep, d_2d, 0.0), np.where(keep, d_3d, 0.0)
+    return d_2d, d_3d

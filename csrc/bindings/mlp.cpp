@@ -1,0 +1,108 @@
+#include <nanobind/stl/vector.h>
+
+#include "bindings/arrays.h"
+#include "common/cuda_device.h"
+#include "ops/mlp/mlp.h"
+
+namespace xmodal::bindings {
+namespace {
+
+template <typename Array>
+std::vector<LinearLayer> linear_layers(const std::vector<Array>& weights, const std::vector<Array>& biases,
+                                       const char* name) {
+  XMODAL_CHECK(weights.size() == biases.size(), name, ": ", weights.size(), " weights but ", biases.size(),
+               " biases");
+  std::vector<LinearLayer> layers;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    require_ndim(weights[i], 2, "weight");
+    require_ndim(biases[i], 1, "bias");
+    require_dim(biases[i], 0, dim(weights[i], 0), "bias");
+    layers.push_back({weights[i].data(), biases[i].data(), dim(weights[i], 1), dim(weights[i], 0)});
+  }
+  return layers;
+}
+
+Activation activation_of(int code) {
+  XMODAL_CHECK(code >= 0 && code <= 2, "unknown activation code ", code);
+  return static_cast<Activation>(code);
+}
+
+template <typename In, typename Out>
+void check_mlp_io(const In& x, const Out& y, const std::vector<LinearLayer>& layers) {
+  require_ndim(x, 2, "x");
+  require_ndim(y, 2, "y");
+  check_mlp_chain(layers, dim(x, 1), dim(y, 1), "mlp");
+  require_dim(y, 0, dim(x, 0), "y");
+}
+
+template <typename F, typename M, typename Out>
+void check_crossmodal_io(const F& f2d, const F& f3d, const M& mask, const Out& d_2d, const Out& d_3d,
+                         const std::vector<LinearLayer>& m23, const std::vector<LinearLayer>& m32) {
+  require_ndim(f2d, 2, "f2d");
+  require_ndim(f3d, 2, "f3d");
+  const int64_t rows = dim(f2d, 0);
+  require_dim(f3d, 0, rows, "f3d");
+  require_ndim(mask, 1, "mask");
+  require_dim(mask, 0, rows, "mask");
+  require_dim(d_2d, 0, rows, "d_2d");
+  require_dim(d_3d, 0, rows, "d_3d");
+  check_mlp_chain(m23, dim(f2d, 1), dim(f3d, 1), "mlp_2d3d");
+  check_mlp_chain(m32, dim(f3d, 1), dim(f2d, 1), "mlp_3d2d");
+}
+
+void mlp_cpu_binding(CpuIn<float> x, std::vector<CpuIn<float>> weights, std::vector<CpuIn<float>> biases,
+                     int activation, CpuOut<float> y) {
+  const std::vector<LinearLayer> layers = linear_layers(weights, biases, "mlp");
+  check_mlp_io(x, y, layers);
+  mlp_forward_cpu(x.data(), dim(x, 0), layers, activation_of(activation), y.data());
+}
+
+void crossmodal_cpu_binding(CpuIn<float> f2d, CpuIn<float> f3d, CpuIn<uint8_t> mask,
+                            std::vector<CpuIn<float>> w23, std::vector<CpuIn<float>> b23,
+                            std::vector<CpuIn<float>> w32, std::vector<CpuIn<float>> b32, int activation,
+                            CpuOut<float> d_2d, CpuOut<float> d_3d) {
+  const std::vector<LinearLayer> m23 = linear_layers(w23, b23, "mlp_2d3d"), m32 = linear_layers(w32, b32, "mlp_3d2d");
+  check_crossmodal_io(f2d, f3d, mask, d_2d, d_3d, m23, m32);
+  crossmodal_discrepancy_cpu(f2d.data(), f3d.data(), dim(f2d, 0), mask.data(), m23, m32, activation_of(activation),
+                             d_2d.data(), d_3d.data());
+}
+
+#ifdef XMODAL_WITH_CUDA
+void mlp_cuda_binding(CudaIn<float> x, std::vector<CudaIn<float>> weights, std::vector<CudaIn<float>> biases,
+                      int activation, CudaOut<float> y, std::uintptr_t stream) {
+  const std::vector<LinearLayer> layers = linear_layers(weights, biases, "mlp");
+  check_mlp_io(x, y, layers);
+  CudaDeviceGuard guard(x.device_id());
+  mlp_forward_cuda(x.data(), dim(x, 0), layers, activation_of(activation), y.data(), as_stream(stream));
+}
+
+void crossmodal_cuda_binding(CudaIn<float> f2d, CudaIn<float> f3d, CudaIn<uint8_t> mask,
+                             std::vector<CudaIn<float>> w23, std::vector<CudaIn<float>> b23,
+                             std::vector<CudaIn<float>> w32, std::vector<CudaIn<float>> b32, int activation,
+                             CudaOut<float> d_2d, CudaOut<float> d_3d, std::uintptr_t stream) {
+  const std::vector<LinearLayer> m23 = linear_layers(w23, b23, "mlp_2d3d"), m32 = linear_layers(w32, b32, "mlp_3d2d");
+  check_crossmodal_io(f2d, f3d, mask, d_2d, d_3d, m23, m32);
+  CudaDeviceGuard guard(f2d.device_id());
+  crossmodal_discrepancy_cuda(f2d.data(), f3d.data(), dim(f2d, 0), mask.data(), m23, m32, activation_of(activation),
+                              d_2d.data(), d_3d.data(), as_stream(stream));
+}
+#endif
+
+}  // namespace
+
+void bind_mlp(nb::module_& m) {
+  m.def("mlp_cpu", &mlp_cpu_binding, nb::arg("x"), nb::arg("weights"), nb::arg("biases"), nb::arg("activation"),
+        nb::arg("y"), nb::call_guard<nb::gil_scoped_release>());
+  m.def("crossmodal_discrepancy_cpu", &crossmodal_cpu_binding, nb::arg("f2d"), nb::arg("f3d"), nb::arg("mask"),
+        nb::arg("w23"), nb::arg("b23"), nb::arg("w32"), nb::arg("b32"), nb::arg("activation"), nb::arg("d_2d"),
+        nb::arg("d_3d"), nb::call_guard<nb::gil_scoped_release>());
+#ifdef XMODAL_WITH_CUDA
+  m.def("mlp_cuda", &mlp_cuda_binding, nb::arg("x"), nb::arg("weights"), nb::arg("biases"), nb::arg("activation"),
+        nb::arg("y"), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
+  m.def("crossmodal_discrepancy_cuda", &crossmodal_cuda_binding, nb::arg("f2d"), nb::arg("f3d"), nb::arg("mask"),
+        nb::arg("w23"), nb::arg("b23"), nb::arg("w32"), nb::arg("b32"), nb::arg("activation"), nb::arg("d_2d"),
+        nb::arg("d_3d"), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
+#endif
+}
+
+}  // namespace xmodal::bindings

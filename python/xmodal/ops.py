@@ -6,11 +6,16 @@ the argument, what was expected and what was received.
 """
 
 from ._ops.coreset import coreset, greedy_coreset
+from ._ops.dbscan import dbscan
 from ._ops.knn import KnnResult, knn
+from ._ops.ransac import PlaneResult, ransac_plane
 
 __all__ = [
     "KnnResult",
+    "PlaneResult",
     "coreset",
     "greedy_coreset",
     "knn",
+    "dbscan",
+    "ransac_plane",
 ]

@@ -92,13 +92,21 @@ def fit_plane(points):
     return np.array([*normal, d])
 
 
-def ransac_plane(points, distance_threshold=0.004, num_points=50, iterations=1000, seed=0):
+def ransac_plane(points, distance_threshold=0.004, num_points=50, iterations=1000, seed=0,
+                 probability=0.99999999, block=32):
     """RANSAC with least-squares hypotheses, scored like open3d's segment_plane: most inliers
     (|n.p + d| < threshold), then smallest sum of squared inlier distances per inlier, then the
-    lowest hypothesis index; returns (refit plane on the winner's inliers, winner's inliers)."""
+    lowest hypothesis index; after every ``block`` hypotheses, stop once their number reaches
+    log(1 - probability) / log(1 - w ** num_points) (w: best inlier fraction so far). Returns
+    (refit plane on the winner's inliers, winner's inliers)."""
     p = np.asarray(points, dtype=np.float64)
     best = None  # (count, error, plane)
     for it in range(iterations):
+        if it > 0 and it % block == 0 and best is not None:
+            w_m = (best[0] / len(p)) ** num_points
+            needed = np.inf if probability >= 1 else (0.0 if w_m >= 1 else np.log1p(-probability) / np.log1p(-w_m))
+            if it >= needed:
+                break
         plane = fit_plane(p[ransac_sample(seed, it, len(p), num_points)])
         if plane is None:
             continue

@@ -128,4 +128,15 @@ XMODAL_HD bool better_hypothesis(int64_t count_a, double error_a, int64_t count_
   return error_a * static_cast<double>(count_b) < error_b * static_cast<double>(count_a);
 }
 
+// Hypotheses needed to draw, with confidence `probability`, one sample of `sample_size`
+// inliers when a fraction `inlier_fraction` of the points are inliers (+inf: never enough).
+XMODAL_HD double required_hypotheses(double inlier_fraction, int64_t sample_size, double probability) {
+  if (probability >= 1.0) return INFINITY;
+  const double all_inliers = pow(inlier_fraction, static_cast<double>(sample_size));
+  if (all_inliers >= 1.0) return 0.0;
+  const double denominator = log1p(-all_inliers);
+  if (denominator == 0.0) return INFINITY;
+  return log1p(-probability) / denominator;
+}
+
 }  // namespace xmodal::plane

@@ -75,39 +75,46 @@ bool fit_plane(const Coordinates& c, int64_t count, Index index, double plane[4]
 }  // namespace
 
 void ransac_plane_cpu(const float* points, int64_t num_points, double threshold, int64_t sample_size,
-                      int64_t iterations, uint64_t seed, double* plane, bool* inliers) {
+                      int64_t iterations, double probability, uint64_t seed, double* plane, bool* inliers) {
   XMODAL_CHECK(threshold > 0 && std::isfinite(threshold), "distance_threshold must be a positive number; got ",
                threshold);
   XMODAL_CHECK(sample_size >= 3 && sample_size <= num_points, "num_points must be in [3, N=", num_points,
                "]; got ", sample_size);
   XMODAL_CHECK(iterations >= 1, "iterations must be >= 1; got ", iterations);
+  XMODAL_CHECK(probability > 0 && probability <= 1, "probability must be in (0, 1]; got ", probability);
 
   const Coordinates coords(points, num_points);
   std::vector<Score> scores(static_cast<size_t>(iterations));
   std::vector<double> planes(static_cast<size_t>(iterations) * 4);
   ParallelErrors errors;
-#pragma omp parallel
-  {
-    std::vector<int64_t> sample(static_cast<size_t>(sample_size));
-#pragma omp for schedule(static)
-    for (int64_t it = 0; it < iterations; ++it) {
-      errors.run([&] {
-        plane::Rng rng(seed, static_cast<uint64_t>(it));
-        plane::sample_distinct(rng, num_points, sample_size, sample.data());
-        double* p = &planes[static_cast<size_t>(it) * 4];
-        if (fit_plane(coords, sample_size, [&](int64_t s) { return sample[static_cast<size_t>(s)]; }, p)) {
-          scores[static_cast<size_t>(it)] = score_plane(coords, num_points, p, threshold);
-        }
-      });
-    }
-  }
-  errors.rethrow();
-
   int64_t best = -1;
-  for (int64_t it = 0; it < iterations; ++it) {
-    const Score& s = scores[static_cast<size_t>(it)];
-    if (s.count == 0) continue;
-    if (best < 0 || plane::better_hypothesis(s.count, s.error, scores[best].count, scores[best].error)) best = it;
+  for (int64_t block = 0; block < iterations; block += kRansacBlock) {
+    const int64_t block_end = std::min(iterations, block + kRansacBlock);
+#pragma omp parallel
+    {
+      std::vector<int64_t> sample(static_cast<size_t>(sample_size));
+#pragma omp for schedule(static)
+      for (int64_t it = block; it < block_end; ++it) {
+        errors.run([&] {
+          plane::Rng rng(seed, static_cast<uint64_t>(it));
+          plane::sample_distinct(rng, num_points, sample_size, sample.data());
+          double* p = &planes[static_cast<size_t>(it) * 4];
+          if (fit_plane(coords, sample_size, [&](int64_t s) { return sample[static_cast<size_t>(s)]; }, p)) {
+            scores[static_cast<size_t>(it)] = score_plane(coords, num_points, p, threshold);
+          }
+        });
+      }
+    }
+    errors.rethrow();
+    for (int64_t it = block; it < block_end; ++it) {
+      const Score& s = scores[static_cast<size_t>(it)];
+      if (s.count == 0) continue;
+      if (best < 0 || plane::better_hypothesis(s.count, s.error, scores[best].count, scores[best].error)) best = it;
+    }
+    if (best >= 0) {
+      const double fraction = static_cast<double>(scores[best].count) / static_cast<double>(num_points);
+      if (static_cast<double>(block_end) >= plane::required_hypotheses(fraction, sample_size, probability)) break;
+    }
   }
   XMODAL_CHECK(best >= 0, "ransac_plane: no hypothesis has a point within distance_threshold=", threshold,
                " (all samples degenerate or the threshold is too small for the data)");

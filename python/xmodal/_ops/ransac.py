@@ -20,7 +20,7 @@ class PlaneResult(NamedTuple):
 
 
 def ransac_plane(points, distance_threshold: float = 0.004, num_points: int = 50, iterations: int = 1000,
-                 seed: int = 0) -> PlaneResult:
+                 seed: int = 0, probability: float = 0.99999999) -> PlaneResult:
     """Fits the dominant plane of a point cloud by RANSAC, as open3d's ``segment_plane``.
 
     Every hypothesis fits a plane by least squares to ``num_points`` distinct random points
@@ -29,10 +29,15 @@ def ransac_plane(points, distance_threshold: float = 0.004, num_points: int = 50
     hypothesis with the most inliers wins, then the one with the smaller inlier RMSE, then the
     lower hypothesis index; samples on one line are skipped. The returned plane is the
     least-squares refit on the winner's inliers; ``inliers`` are the winner's (before the
-    refit), as open3d returns them. All ``iterations`` hypotheses are evaluated (open3d may
-    stop early once its 0.99999999 confidence bound is reached). Hypothesis ``i`` draws its
-    sample from a counter-based generator keyed by ``(seed, i)``, so the result is the same for
-    any number of threads; :func:`xmodal.reference.ransac_plane` draws the same samples.
+    refit), as open3d returns them.
+
+    Hypotheses are evaluated in blocks of 32. After each block the search stops when the
+    hypotheses done reach ``log(1 - probability) / log(1 - w ** num_points)``, w being the best
+    inlier fraction so far (open3d's early-stop rule: enough draws to have met one all-inlier
+    sample with that confidence); ``probability=1`` evaluates all ``iterations``. Hypothesis
+    ``i`` draws its sample from a counter-based generator keyed by ``(seed, i)``, so the result
+    is the same for any number of threads; :func:`xmodal.reference.ransac_plane` draws the
+    same samples.
 
     Args:
         points: (N, 3) floating array, numpy or torch. Copied once if it is not C-contiguous
@@ -43,6 +48,7 @@ def ransac_plane(points, distance_threshold: float = 0.004, num_points: int = 50
         num_points: points per hypothesis, 3 <= num_points <= N (reference: 50).
         iterations: number of hypotheses, >= 1 (reference: 1000).
         seed: any int; the same seed gives the same result.
+        probability: confidence of the early stop, in (0, 1] (open3d's default 0.99999999).
 
     Returns:
         PlaneResult(plane (4,) float64 with ``a^2 + b^2 + c^2 = 1`` and ``d >= 0`` (the normal
@@ -57,19 +63,22 @@ def ransac_plane(points, distance_threshold: float = 0.004, num_points: int = 50
     arr, kind = _arrays.as_float32(points, "points", ndim=2, shape_doc="(N, 3)")
     _check_points3(arr)
     threshold = _positive_float(distance_threshold, "distance_threshold")
-    num_points = _arrays.positive_int(num_points, "num_points", minimum=3, maximum=max(arr.shape[0], 3),
-                                      what="N=")
+    num_points = _arrays.positive_int(num_points, "num_points", minimum=3)
     if arr.shape[0] < num_points:
-        msg = f"points must hold at least num_points={num_points} points; got {arr.shape[0]}"
+        msg = f"num_points must be in [3, N={arr.shape[0]}]; got {num_points} (points holds only {arr.shape[0]} points)"
         raise ValueError(msg)
     iterations = _arrays.positive_int(iterations, "iterations")
     seed = _seed64(seed)
+    probability = _positive_float(probability, "probability")
+    if probability > 1:
+        msg = f"probability must be in (0, 1]; got {probability}"
+        raise ValueError(msg)
     _arrays.check_finite(arr, "points")
 
     def compute(host):
         plane = np.empty(4, dtype=np.float64)
         inliers = np.empty(host.shape[0], dtype=np.bool_)
-        C.ransac_plane_cpu(host, threshold, num_points, iterations, seed, plane, inliers)
+        C.ransac_plane_cpu(host, threshold, num_points, iterations, probability, seed, plane, inliers)
         return plane, inliers
 
     plane, inliers = run_on_host(compute, arr, kind)

@@ -16,7 +16,7 @@ dent           3D only   smooth depression, 2.5-4 mm deep, 7-9 mm radius
 bump           3D only   smooth bulge, 2.5-4 mm high, 7-9 mm radius
 hole           3D only   steep pit, 5-8 mm deep, 3.5-5 mm radius (walls lose points)
 stain          RGB only  dark brown blotch, 6-9 mm radius
-discoloration  RGB only  blue-grey tint, 8-11 mm radius
+discoloration  RGB only  hue shift (channels rotated), 8-11 mm radius
 crack          both      dark jagged line, 16-24 mm long, with a 2-3 mm deep groove
 contamination  both      a foreign white or green blob, 3-5 mm high, 4-6 mm radius
 =============  ========  ===================================================================
@@ -223,7 +223,7 @@ def _apply_defect(defect, category, s, t, albedo, rng):
         gt = alpha[..., 0] > 0.5
     elif defect == "discoloration":
         alpha = 0.85 * np.clip((1 - rel) * 3, 0, 1)[..., None]
-        tint = albedo.mean(axis=-1, keepdims=True) * np.array([0.55, 0.85, 1.35])
+        tint = albedo[..., [1, 2, 0]]  # a hue rotation: a strong colour change for any coloured part
         albedo = np.clip((1 - alpha) * albedo + alpha * tint, 0, 1)
         gt = alpha[..., 0] > 0.425
     elif defect == "contamination":

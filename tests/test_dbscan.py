@@ -66,7 +66,7 @@ def test_cluster_ids_follow_lowest_core_index():
 
 
 def test_independent_of_threads(rng):
-    pts = blobs(rng, per_cluster=400)
+    pts = blobs(rng, n_clusters=20, per_cluster=13200, noise=2000, spread=0.02)  # > 262144: the threaded path
     threads = xmodal.get_num_threads()
     first = dbscan(pts, 0.03, 8)
     try:

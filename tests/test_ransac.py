@@ -64,12 +64,12 @@ def test_refit_is_least_squares_on_the_inliers(rng):
 
 
 def test_deterministic_and_independent_of_threads(rng):
-    pts, _, _ = plane_points(rng, 5000, outliers=0.3)
-    first = ransac_plane(pts, 0.002, 5, 300, seed=9)
+    pts, _, _ = plane_points(rng, 270000, outliers=0.3)  # > 262144 points: the threaded path
+    first = ransac_plane(pts, 0.002, 5, 40, seed=9)
     threads = xmodal.get_num_threads()
     try:
         xmodal.set_num_threads(1)
-        single = ransac_plane(pts, 0.002, 5, 300, seed=9)
+        single = ransac_plane(pts, 0.002, 5, 40, seed=9)
     finally:
         xmodal.set_num_threads(threads)
     np.testing.assert_array_equal(first.plane, single.plane)

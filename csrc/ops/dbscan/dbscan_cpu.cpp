@@ -19,6 +19,9 @@ constexpr int kReach = 2;            // with cells of side eps/sqrt(3), neighbou
 constexpr double kShrink = 1e-8;     // keeps every same-cell pair strictly inside eps despite rounding
 constexpr int kDigitBits = 11;       // radix-sort digit
 constexpr int64_t kNoLabel = std::numeric_limits<int64_t>::max();
+// Below this many points the whole clustering takes a few milliseconds on one core, less than
+// what waking (spin-waiting) threads for its eight parallel loops costs on a busy machine.
+constexpr int64_t kParallelMinPoints = 262144;
 
 struct Box {
   double lo[3], hi[3];
@@ -67,7 +70,7 @@ inline double distance2(const double* a, const double* b) {
 // Points sorted by cell, cells addressed by a hash of their packed integer coordinates.
 class Grid {
  public:
-  Grid(const float* points, int64_t n, double eps) : n_(n) {
+  Grid(const float* points, int64_t n, double eps, bool parallel) : n_(n) {
     double lo[3], hi[3];
     for (int k = 0; k < 3; ++k) lo[k] = hi[k] = points[k];
     for (int64_t i = 1; i < n; ++i)
@@ -90,7 +93,7 @@ class Grid {
                  "needs ", total_bits, " bits of cell coordinates (at most 63)");
 
     std::vector<uint64_t> keys(static_cast<size_t>(n));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int64_t i = 0; i < n; ++i) {
       int64_t c[3];
       for (int k = 0; k < 3; ++k) {
@@ -251,19 +254,20 @@ void dbscan_cpu(const float* points, int64_t num_points, double eps, int64_t min
   XMODAL_CHECK(min_points >= 1, "min_points must be >= 1; got ", min_points);
   if (num_points == 0) return;
   const double eps2 = eps * eps;
-  const Grid grid(points, num_points, eps);
+  const bool parallel = num_points >= kParallelMinPoints;
+  const Grid grid(points, num_points, eps, parallel);
   const int64_t cells = grid.num_cells();
   ParallelErrors errors;
 
   // Cell bounding boxes and the near cells whose boxes come within eps (CSR, two passes).
   std::vector<Box> box(static_cast<size_t>(cells));
   std::vector<int64_t> adj_begin(static_cast<size_t>(cells) + 1, 0);
-#pragma omp parallel for schedule(dynamic, 64)
+#pragma omp parallel for schedule(dynamic, 64) if (parallel)
   for (int64_t c = 0; c < cells; ++c) {
     box[c].reset();
     for (int64_t s = grid.begin(c); s < grid.end(c); ++s) box[c].add(grid.point(s));
   }
-#pragma omp parallel for schedule(dynamic, 64)
+#pragma omp parallel for schedule(dynamic, 64) if (parallel)
   for (int64_t c = 0; c < cells; ++c) {
     errors.run([&] {
       int64_t count = 0;
@@ -274,7 +278,7 @@ void dbscan_cpu(const float* points, int64_t num_points, double eps, int64_t min
   errors.rethrow();
   std::partial_sum(adj_begin.begin(), adj_begin.end(), adj_begin.begin());
   std::vector<int32_t> adj(static_cast<size_t>(adj_begin[cells]));
-#pragma omp parallel for schedule(dynamic, 64)
+#pragma omp parallel for schedule(dynamic, 64) if (parallel)
   for (int64_t c = 0; c < cells; ++c) {
     errors.run([&] {
       int64_t at = adj_begin[c];
@@ -287,7 +291,7 @@ void dbscan_cpu(const float* points, int64_t num_points, double eps, int64_t min
 
   // Core points. A cell's diagonal is below eps, so its own points all count as neighbours.
   std::vector<uint8_t> core(static_cast<size_t>(num_points), 0);
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if (parallel)
   for (int64_t c = 0; c < cells; ++c) {
     errors.run([&] {
       const int64_t own = grid.end(c) - grid.begin(c);
@@ -308,7 +312,7 @@ void dbscan_cpu(const float* points, int64_t num_points, double eps, int64_t min
 
   // Boxes of the core points only: the join and border tests look at core points alone.
   std::vector<Box> core_box(static_cast<size_t>(cells));
-#pragma omp parallel for schedule(dynamic, 64)
+#pragma omp parallel for schedule(dynamic, 64) if (parallel)
   for (int64_t c = 0; c < cells; ++c) {
     core_box[c].reset();
     for (int64_t s = grid.begin(c); s < grid.end(c); ++s)
@@ -323,7 +327,7 @@ void dbscan_cpu(const float* points, int64_t num_points, double eps, int64_t min
 
   // Cells whose core points touch: one edge per pair (a < b), joined afterwards.
   std::vector<std::vector<std::pair<int64_t, int64_t>>> edges(static_cast<size_t>(omp_get_max_threads()));
-#pragma omp parallel
+#pragma omp parallel if (parallel)
   {
     auto& mine = edges[static_cast<size_t>(omp_get_thread_num())];
 #pragma omp for schedule(dynamic, 16)
@@ -370,7 +374,7 @@ void dbscan_cpu(const float* points, int64_t num_points, double eps, int64_t min
     if (!core_box[c].empty()) cell_label[c] = root_label[sets.find(c)];
 
   // Labels; a border point takes the lowest id among the clusters of its core neighbours.
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if (parallel)
   for (int64_t c = 0; c < cells; ++c) {
     errors.run([&] {
       for (int64_t s = grid.begin(c); s < grid.end(c); ++s) {

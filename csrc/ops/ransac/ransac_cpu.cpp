@@ -87,10 +87,12 @@ void ransac_plane_cpu(const float* points, int64_t num_points, double threshold,
   std::vector<Score> scores(static_cast<size_t>(iterations));
   std::vector<double> planes(static_cast<size_t>(iterations) * 4);
   ParallelErrors errors;
+  // A block over fewer points is a few milliseconds of work: not worth waking threads for.
+  const bool parallel = num_points >= 262144;
   int64_t best = -1;
   for (int64_t block = 0; block < iterations; block += kRansacBlock) {
     const int64_t block_end = std::min(iterations, block + kRansacBlock);
-#pragma omp parallel
+#pragma omp parallel if (parallel)
     {
       std::vector<int64_t> sample(static_cast<size_t>(sample_size));
 #pragma omp for schedule(static)

@@ -7,43 +7,38 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DatasetError", "read_rgb", "read_xyz", "read_gt", "write_rgb", "write_xyz", "write_gt"]
+__all__ = ["DatasetError", "read_image", "read_rgb", "read_xyz", "read_gt", "write_rgb", "write_xyz", "write_gt"]
 
 
 class DatasetError(ValueError):
     """A dataset file or folder is missing, unreadable or not in the expected format."""
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 from a PNG (any PIL mode is converted to RGB)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.load()  # decode now, so a truncated file fails here and names itself
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        msg = f"{path}: cannot read the RGB image ({type(exc).__name__}: {exc})"
-        raise DatasetError(msg) from exc
-
-
-def read_gt(path: str | os.PathLike) -> np.ndarray:
-    """(H, W) bool from a mask PNG: a pixel is defective when its gray value is >= 128 (the
-    reference loaders' ``ToTensor() > 0.5``). Colour masks are converted to gray first."""
+def read_image(path: str | os.PathLike, what: str, mode: str | None = None) -> np.ndarray:
+    """The pixels of an image file (converted to PIL ``mode`` when given), decoded at once so
+    a truncated or corrupt file raises a DatasetError that names it and says what it was."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             img.load()
-            gray = np.asarray(img.convert("L"))
+            return np.array(img.convert(mode) if mode else img)
     except FileNotFoundError:
         raise
     except Exception as exc:
-        msg = f"{path}: cannot read the ground-truth mask ({type(exc).__name__}: {exc})"
+        msg = f"{path}: cannot read the {what} ({type(exc).__name__}: {exc})"
         raise DatasetError(msg) from exc
-    return gray >= 128
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """(H, W, 3) uint8 from a PNG (any PIL mode is converted to RGB)."""
+    return read_image(path, "RGB image", "RGB").astype(np.uint8, copy=False)
+
+
+def read_gt(path: str | os.PathLike) -> np.ndarray:
+    """(H, W) bool from a mask PNG: a pixel is defective when its gray value is >= 128 (the
+    reference loaders' ``ToTensor() > 0.5``). Colour masks are converted to gray first."""
+    return read_image(path, "ground-truth mask", "L") >= 128
 
 
 def read_xyz(path: str | os.PathLike) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_path
-from ._files import DatasetError, write_gt, write_xyz
+from ._files import DatasetError, read_image, write_gt, write_xyz
 
 __all__ = ["FOCAL_LENGTH", "CATEGORIES", "read_depth", "depth_to_points", "remove_eyecandies_background",
            "convert_sample", "convert_eyecandies"]
@@ -50,17 +50,7 @@ def _normalization(path: Path) -> tuple[float, float]:
 def read_depth(depth_png: str | os.PathLike, info_yaml: str | os.PathLike) -> np.ndarray:
     """(H, W) float64 metric depth: ``png / 65535 * (max - min) + min`` with min/max from the
     ``normalization`` block of ``*_info_depth.yaml``."""
-    from PIL import Image
-
-    try:
-        with Image.open(depth_png) as img:
-            img.load()
-            raw = np.asarray(img)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:
-        msg = f"{depth_png}: cannot read the 16-bit depth PNG ({type(exc).__name__}: {exc})"
-        raise DatasetError(msg) from exc
+    raw = read_image(depth_png, "16-bit depth PNG")
     if raw.ndim != 2:
         msg = f"{depth_png}: a depth PNG must have one channel; got shape {raw.shape}"
         raise DatasetError(msg)
@@ -205,14 +195,6 @@ def convert_eyecandies(src: str | os.PathLike, dst: str | os.PathLike, categorie
 def _read_mask(path: Path) -> np.ndarray:
     """(H, W) bool: pixels with any non-zero channel (the reference decides "bad" by
     ``np.any(mask)``)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            arr = np.asarray(img)
-    except Exception as exc:
-        msg = f"{path}: cannot read the Eyecandies mask ({type(exc).__name__}: {exc})"
-        raise DatasetError(msg) from exc
+    arr = read_image(path, "Eyecandies mask")
     return arr.any(axis=-1) if arr.ndim == 3 else arr != 0
 

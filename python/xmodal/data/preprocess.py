@@ -185,7 +185,7 @@ def border_points(xyz: np.ndarray, border: int = 10) -> np.ndarray:
 
 
 def plane_distance(xyz: np.ndarray, plane) -> np.ndarray:
-    """(H, W) float64 |a x + b y + c z + d| for a plane with unit normal."""
+    """(...) float64 |a x + b y + c z + d| of (..., 3) points, for a plane with unit normal."""
     plane = np.asarray(plane, dtype=np.float64)
     return np.abs(np.asarray(xyz, dtype=np.float64) @ plane[:3] + plane[3])
 
@@ -207,16 +207,20 @@ def largest_cluster(xyz: np.ndarray, eps: float = 0.006, min_points: int = 30) -
     As in the reference code, the noise label -1 competes like a cluster id (when noise
     outnumbers every cluster, the noise points are kept), and equal sizes go to the lowest id.
     """
-    from ..ops import dbscan
-
     valid = foreground_mask(xyz)
     keep = np.zeros(valid.shape, dtype=bool)
-    if not valid.any():
-        return keep
-    labels = dbscan(np.ascontiguousarray(xyz[valid], dtype=np.float32), eps, min_points)
-    ids, counts = np.unique(labels, return_counts=True)
-    keep[valid] = labels == ids[np.argmax(counts)]
+    keep[valid] = _largest_cluster_of(np.ascontiguousarray(xyz[valid], dtype=np.float32), eps, min_points)
     return keep
+
+
+def _largest_cluster_of(points: np.ndarray, eps: float, min_points: int) -> np.ndarray:
+    from ..ops import dbscan
+
+    if len(points) == 0:
+        return np.zeros(0, dtype=bool)
+    labels = dbscan(points, eps, min_points)
+    counts = np.bincount(labels + 1)  # slot 0 = noise (-1), which competes like a cluster
+    return labels == int(np.argmax(counts)) - 1
 
 
 @dataclass(frozen=True)
@@ -262,20 +266,31 @@ class BackgroundRemoval:
                    f"the plane fit needs at least ransac_points={self.ransac_points}")
             raise ValueError(msg)
         plane, _ = ransac_plane(edges, self.ransac_threshold, self.ransac_points, self.ransac_iterations, self.seed)
-        keep = foreground_mask(sample.xyz) & (plane_distance(sample.xyz, plane) >= self.plane_distance)
-        xyz = np.where(keep[..., None], sample.xyz, np.float32(0))
-        rgb = np.where(keep[..., None], sample.rgb, np.uint8(0)) if self.mask_rgb else sample.rgb
-        gt = sample.gt
-        if self.pad_multiple:
-            xyz, rgb = pad_to_multiple(xyz, self.pad_multiple), pad_to_multiple(rgb, self.pad_multiple)
-            gt = None if gt is None else pad_to_multiple(gt, self.pad_multiple)
+        # Work on the valid points only, in row-major order (the order the reference hands to
+        # DBSCAN, which padding does not change), and scatter the survivors at the end.
+        flat = sample.xyz.reshape(-1, 3)
+        index = np.flatnonzero(foreground_mask(sample.xyz))
+        index = index[plane_distance(flat[index], plane) >= self.plane_distance]
         if self.cluster_min_points:
-            cluster = largest_cluster(xyz, self.cluster_eps, self.cluster_min_points)
-            removed = foreground_mask(xyz) & ~cluster
-            xyz = np.where(removed[..., None], np.float32(0), xyz)
-            if self.mask_rgb:
-                rgb = np.where(removed[..., None], np.uint8(0), rgb)
-        return sample.replace(rgb=np.ascontiguousarray(rgb), xyz=np.ascontiguousarray(xyz), gt=gt)
+            index = index[_largest_cluster_of(flat[index], self.cluster_eps, self.cluster_min_points)]
+        side_h, side_w, top, left = h, w, 0, 0
+        if self.pad_multiple:
+            side = max(-(-h // self.pad_multiple), -(-w // self.pad_multiple)) * self.pad_multiple
+            side_h = side_w = side
+            top, left = (side - h) // 2, (side - w) // 2
+        target = (index // w + top) * side_w + index % w + left
+        xyz = np.zeros((side_h * side_w, 3), dtype=np.float32)
+        xyz[target] = flat[index]
+        if self.mask_rgb:
+            rgb = np.zeros((side_h * side_w, 3), dtype=np.uint8)
+            rgb[target] = sample.rgb.reshape(-1, 3)[index]
+            rgb = rgb.reshape(side_h, side_w, 3)
+        else:
+            rgb = pad_to_multiple(sample.rgb, self.pad_multiple) if self.pad_multiple else sample.rgb.copy()
+        gt = sample.gt
+        if gt is not None and self.pad_multiple:
+            gt = pad_to_multiple(gt, self.pad_multiple)
+        return sample.replace(rgb=rgb, xyz=xyz.reshape(side_h, side_w, 3), gt=gt)
 
 
 def remove_background(sample: Sample, **params) -> Sample:

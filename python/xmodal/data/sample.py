@@ -17,7 +17,8 @@ def foreground_mask(xyz: np.ndarray) -> np.ndarray:
     missing points are (0, 0, 0), and the Eyecandies conversion marks its background with
     x = 0 only, which this test also treats as background.
     """
-    return np.all(xyz != 0, axis=-1)
+    # Three comparisons on strided views: several times faster than np.all(..., axis=-1).
+    return (xyz[..., 0] != 0) & (xyz[..., 1] != 0) & (xyz[..., 2] != 0)
 
 
 @dataclass

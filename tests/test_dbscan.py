@@ -104,3 +104,12 @@ def test_bad_input(rng):
     far = np.array([[0, 0, 0], [1e6, 1e6, 1e6]], np.float32)
     with pytest.raises(ValueError, match="eps=1e-09 is too small"):
         dbscan(far, 1e-9, 1)
+
+
+@pytest.mark.cuda
+def test_cuda_tensors_give_the_cpu_result_on_their_device(rng):
+    torch = pytest.importorskip("torch")
+    pts = blobs(rng)
+    labels = dbscan(torch.from_numpy(pts).cuda(), 0.04, 10)
+    assert labels.is_cuda
+    np.testing.assert_array_equal(labels.cpu().numpy(), dbscan(pts, 0.04, 10))

@@ -124,3 +124,14 @@ def test_degenerate_points_raise():
     line = np.c_[np.linspace(0, 1, 100), np.zeros(100), np.zeros(100)].astype(np.float32)
     with pytest.raises(ValueError, match="no hypothesis"):
         ransac_plane(line, num_points=3, iterations=20)
+
+
+@pytest.mark.cuda
+def test_cuda_tensors_give_the_cpu_result_on_their_device(rng):
+    torch = pytest.importorskip("torch")
+    pts, _, _ = plane_points(rng, 2000, outliers=0.2)
+    res = ransac_plane(torch.from_numpy(pts).cuda(), 0.002, 3, 100)
+    ref = ransac_plane(pts, 0.002, 3, 100)
+    assert res.plane.is_cuda and res.inliers.is_cuda
+    np.testing.assert_array_equal(res.plane.cpu().numpy(), ref.plane)
+    np.testing.assert_array_equal(res.inliers.cpu().numpy(), ref.inliers)

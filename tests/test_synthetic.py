@@ -97,3 +97,56 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="n_train must be a non-negative int"):
         synthetic.make_dataset(tmp_path, categories=["puck"], n_train=-1)
     assert not any(tmp_path.iterdir())
+
+
+def _simple_features(sample):
+    """Crude per-pixel features: local RGB mean/variance, and the height above the RANSAC plane
+    minus its local mean (curvature-like) plus its slope; pixels well inside the object."""
+    from scipy import ndimage
+
+    from xmodal.data import preprocess as pp
+    from xmodal.ops import ransac_plane
+
+    rgb = sample.rgb.astype(np.float32) / 255
+    mean = np.stack([ndimage.uniform_filter(rgb[..., c], 5) for c in range(3)], -1)
+    var = np.stack([ndimage.uniform_filter(rgb[..., c] ** 2, 5) for c in range(3)], -1) - mean**2
+    plane, _ = ransac_plane(pp.border_points(sample.xyz))
+    height = ndimage.median_filter(pp.plane_distance(sample.xyz, plane) * sample.foreground(), 3)
+    gy, gx = np.gradient(ndimage.uniform_filter(height, 3))
+    residual = height - ndimage.uniform_filter(height, 9)
+    geometry = np.stack([residual, np.hypot(gx, gy), ndimage.uniform_filter(residual, 5)], -1) * 1000
+    inside = ndimage.binary_erosion(height > 0.006, iterations=4)
+    return np.concatenate([mean, var], -1)[inside], geometry[inside]
+
+
+def test_defects_separate_with_simple_patch_features():
+    # A PatchCore-like check with hand-made features: nearest-neighbour distance of each
+    # pixel's feature to those of 20 good training parts, image score = max over the part.
+    from sklearn.metrics import roc_auc_score
+
+    from xmodal import knn
+
+    banks = [[], []]
+    for i in range(20):
+        sample, _ = synthetic.make_sample("puck", "good", split="train", index=i)
+        for bank, f in zip(banks, _simple_features(sample)):
+            bank.append(f[::7])
+    banks = [np.concatenate(b).astype(np.float32) for b in banks]
+    scores = {}
+    for defect in ["good", *synthetic.DEFECTS]:
+        for i in range(8 if defect == "good" else 5):
+            sample, _ = synthetic.make_sample("puck", defect, split="test", index=i)
+            scores.setdefault(defect, []).append(
+                [float(knn(f.astype(np.float32), b, 1).dist.max()) for f, b in zip(_simple_features(sample), banks)])
+    good = np.array(scores["good"])
+
+    def auroc(defects, modality):
+        bad = np.concatenate([np.array(scores[d])[:, modality] for d in defects])
+        return roc_auc_score(np.r_[np.zeros(len(good)), np.ones(len(bad))], np.r_[good[:, modality], bad])
+
+    in_rgb = [d for d, k in synthetic.DEFECTS.items() if k in ("rgb", "both")]
+    in_3d = [d for d, k in synthetic.DEFECTS.items() if k in ("3d", "both")]
+    only_3d = [d for d, k in synthetic.DEFECTS.items() if k == "3d"]
+    assert auroc(in_rgb, 0) >= 0.95
+    assert auroc(in_3d, 1) >= 0.9
+    assert auroc(only_3d, 0) <= 0.75  # an RGB method does not see the geometric defects

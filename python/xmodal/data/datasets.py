@@ -131,13 +131,13 @@ class MVTec3D(Sequence):
         if rgb.shape[:2] != xyz.shape[:2]:
             msg = f"{entry.xyz}: point cloud is {xyz.shape[:2]} but the image {entry.rgb} is {rgb.shape[:2]}"
             raise DatasetError(msg)
-        paths = {"rgb": entry.rgb, "xyz": entry.xyz}
+        paths = {"rgb": str(entry.rgb), "xyz": str(entry.xyz)}
         if entry.gt is not None:
             gt = read_gt(entry.gt)
             if gt.shape != rgb.shape[:2]:
                 msg = f"{entry.gt}: mask is {gt.shape} but the image {entry.rgb} is {rgb.shape[:2]}"
                 raise DatasetError(msg)
-            paths["gt"] = entry.gt
+            paths["gt"] = str(entry.gt)
         else:
             gt = np.zeros(rgb.shape[:2], dtype=bool)
         return Sample(rgb=rgb, xyz=xyz, gt=gt, label=entry.label, defect=entry.defect, category=self.category,

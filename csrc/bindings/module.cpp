@@ -40,4 +40,6 @@ NB_MODULE(_C, m) {
   xmodal::bindings::bind_knn(m);
   xmodal::bindings::bind_coreset(m);
   xmodal::bindings::bind_mlp(m);
+  xmodal::bindings::bind_ransac(m);
+  xmodal::bindings::bind_dbscan(m);
 }

@@ -8,5 +8,7 @@ namespace xmodal::bindings {
 void bind_knn(nanobind::module_& m);
 void bind_coreset(nanobind::module_& m);
 void bind_mlp(nanobind::module_& m);
+void bind_ransac(nanobind::module_& m);
+void bind_dbscan(nanobind::module_& m);
 
 }  // namespace xmodal::bindings

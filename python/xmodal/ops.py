@@ -6,15 +6,20 @@ the argument, what was expected and what was received.
 """
 
 from ._ops.coreset import coreset, greedy_coreset
+from ._ops.dbscan import dbscan
 from ._ops.knn import KnnResult, knn
 from ._ops.mlp import CrossmodalDiscrepancy, crossmodal_discrepancy, mlp
+from ._ops.ransac import PlaneResult, ransac_plane
 
 __all__ = [
     "CrossmodalDiscrepancy",
     "KnnResult",
+    "PlaneResult",
     "coreset",
     "crossmodal_discrepancy",
+    "dbscan",
     "greedy_coreset",
     "knn",
     "mlp",
+    "ransac_plane",
 ]

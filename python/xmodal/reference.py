@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["knn", "greedy_coreset", "gelu", "mlp", "normalized_distance", "crossmodal_discrepancy"]
 
 
 # --- k nearest neighbours -------------------------------------------------------------------
@@ -92,3 +91,105 @@ def crossmodal_discrepancy(f2d, f3d, mlp_2d3d, mlp_3d2d, mask=None, activation="
         keep = np.asarray(mask).reshape(-1) != 0
         d_2d, d_3d = np.where(keep, d_2d, 0.0), np.where(keep, d_3d, 0.0)
     return d_2d, d_3d
+# --- RANSAC plane fit ------------------------------------------------------------------------
+
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def ransac_sample(seed: int, hypothesis: int, n: int, m: int) -> list[int]:
+    """The ``m`` distinct indices of [0, n) that hypothesis ``hypothesis`` draws: splitmix64
+    keyed by (seed, hypothesis), multiply-shift to [0, j + 1), Robert Floyd's algorithm."""
+    state = _mix64((seed + _GOLDEN * (hypothesis + 1)) & _MASK64)
+    chosen: list[int] = []
+    for j in range(n - m, n):
+        state = (state + _GOLDEN) & _MASK64
+        t = (_mix64(state) * (j + 1)) >> 64
+        chosen.append(j if t in chosen else t)
+    return chosen
+
+
+def fit_plane(points):
+    """Least-squares plane (a, b, c, d) of (M, 3) points: unit normal = eigenvector of the
+    smallest eigenvalue of the scatter matrix, d = -n.centroid, signed so that d >= 0. None
+    when the points are (nearly) collinear."""
+    p = np.asarray(points, dtype=np.float64)
+    centroid = p.mean(axis=0)
+    q = p - centroid
+    values, vectors = np.linalg.eigh(q.T @ q)
+    if not values[2] > 0 or values[1] <= 1e-12 * values[2]:
+        return None
+    normal = vectors[:, 0] / np.linalg.norm(vectors[:, 0])
+    d = -float(normal @ centroid)
+    if d < 0 or (d == 0 and normal[np.argmax(np.abs(normal))] < 0):
+        normal, d = -normal, -d
+    return np.array([*normal, d])
+
+
+def ransac_plane(points, distance_threshold=0.004, num_points=50, iterations=1000, seed=0,
+                 probability=0.99999999, block=32):
+    """RANSAC with least-squares hypotheses, scored like open3d's segment_plane: most inliers
+    (|n.p + d| < threshold), then smallest sum of squared inlier distances per inlier, then the
+    lowest hypothesis index; after every ``block`` hypotheses, stop once their number reaches
+    log(1 - probability) / log(1 - w ** num_points) (w: best inlier fraction so far). Returns
+    (refit plane on the winner's inliers, winner's inliers)."""
+    p = np.asarray(points, dtype=np.float64)
+    best = None  # (count, error, plane)
+    for it in range(iterations):
+        if it > 0 and it % block == 0 and best is not None:
+            w_m = (best[0] / len(p)) ** num_points
+            needed = np.inf if probability >= 1 else (0.0 if w_m >= 1 else np.log1p(-probability) / np.log1p(-w_m))
+            if it >= needed:
+                break
+        plane = fit_plane(p[ransac_sample(seed, it, len(p), num_points)])
+        if plane is None:
+            continue
+        dist = np.abs(p @ plane[:3] + plane[3])
+        inside = dist < distance_threshold
+        count, error = int(inside.sum()), float((dist[inside] ** 2).sum())
+        if count == 0:
+            continue
+        if best is None or count > best[0] or (count == best[0] and error * best[0] < best[1] * count):
+            best = (count, error, plane)
+    if best is None:
+        raise ValueError("no hypothesis has an inlier")
+    inliers = np.abs(p @ best[2][:3] + best[2][3]) < distance_threshold
+    refit = fit_plane(p[inliers])
+    return (best[2] if refit is None else refit), inliers
+
+
+# --- DBSCAN ----------------------------------------------------------------------------------
+
+
+def dbscan(points, eps: float, min_points: int):
+    """DBSCAN as sklearn runs it: neighbours are points with squared float64 distance <= eps^2
+    (self included), core points have >= min_points neighbours, clusters grow one at a time
+    from the lowest-index unlabelled core point, and a border point keeps the first cluster
+    that reaches it. O(N^2) memory: for small tests only."""
+    p = np.asarray(points, dtype=np.float64)
+    d2 = ((p[:, None, :] - p[None, :, :]) ** 2).sum(axis=2)
+    neighbours = [np.flatnonzero(row <= eps * eps) for row in d2]
+    core = np.array([len(nb) >= min_points for nb in neighbours], dtype=bool)
+    labels = np.full(len(p), -1, dtype=np.int64)
+    cluster = 0
+    for i in range(len(p)):
+        if labels[i] != -1 or not core[i]:
+            continue
+        labels[i] = cluster
+        stack = [i]
+        while stack:
+            j = stack.pop()
+            if not core[j]:
+                continue
+            for k in neighbours[j]:
+                if labels[k] == -1:
+                    labels[k] = cluster
+                    stack.append(k)
+        cluster += 1
+    return labels

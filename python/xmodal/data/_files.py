@@ -1,0 +1,94 @@
+"""Reading and writing the files of the MVTec 3D-AD layout, with errors that name the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DatasetError", "read_image", "read_rgb", "read_xyz", "read_gt", "write_rgb", "write_xyz", "write_gt"]
+
+
+class DatasetError(ValueError):
+    """A dataset file or folder is missing, unreadable or not in the expected format."""
+
+
+def read_image(path: str | os.PathLike, what: str, mode: str | None = None) -> np.ndarray:
+    """The pixels of an image file (converted to PIL ``mode`` when given), decoded at once so
+    a truncated or corrupt file raises a DatasetError that names it and says what it was."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.array(img.convert(mode) if mode else img)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        msg = f"{path}: cannot read the {what} ({type(exc).__name__}: {exc})"
+        raise DatasetError(msg) from exc
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """(H, W, 3) uint8 from a PNG (any PIL mode is converted to RGB)."""
+    return read_image(path, "RGB image", "RGB").astype(np.uint8, copy=False)
+
+
+def read_gt(path: str | os.PathLike) -> np.ndarray:
+    """(H, W) bool from a mask PNG: a pixel is defective when its gray value is >= 128 (the
+    reference loaders' ``ToTensor() > 0.5``). Colour masks are converted to gray first."""
+    return read_image(path, "ground-truth mask", "L") >= 128
+
+
+def read_xyz(path: str | os.PathLike) -> np.ndarray:
+    """(H, W, 3) float32 organized point cloud from a TIFF; float64 files are converted.
+
+    Raises:
+        DatasetError: unreadable file, wrong shape or dtype, NaN/inf values, or no valid point.
+    """
+    import tifffile
+
+    try:
+        xyz = tifffile.imread(path)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        msg = f"{path}: cannot read the point cloud TIFF ({type(exc).__name__}: {exc})"
+        raise DatasetError(msg) from exc
+    if xyz.ndim != 3 or xyz.shape[2] != 3:
+        msg = f"{path}: an organized point cloud must have shape (H, W, 3); got {xyz.shape}"
+        raise DatasetError(msg)
+    if xyz.dtype not in (np.float32, np.float64):
+        msg = f"{path}: point coordinates must be float32 (or float64); got {xyz.dtype}"
+        raise DatasetError(msg)
+    xyz = np.ascontiguousarray(xyz, dtype=np.float32)
+    if not np.isfinite(xyz).all():
+        msg = f"{path}: the point cloud contains NaN or infinite values (missing points must be (0, 0, 0))"
+        raise DatasetError(msg)
+    if not np.any(np.all(xyz != 0, axis=-1)):
+        msg = f"{path}: the point cloud has no valid point (every pixel is missing)"
+        raise DatasetError(msg)
+    return xyz
+
+
+def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(path, format="PNG")
+
+
+def write_gt(path: str | os.PathLike, gt: np.ndarray) -> None:
+    from PIL import Image
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.where(gt, 255, 0).astype(np.uint8)).save(path, format="PNG")
+
+
+def write_xyz(path: str | os.PathLike, xyz: np.ndarray) -> None:
+    import tifffile
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # Three contiguous samples per pixel, as the MVTec 3D-AD files store them.
+    tifffile.imwrite(path, np.ascontiguousarray(xyz, dtype=np.float32), photometric="rgb")

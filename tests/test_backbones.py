@@ -252,13 +252,13 @@ def test_pointmae_pruning_reads_cfm_blocks(pointmae_model, depth, indices):
 
 
 def test_pointmae_custom_out_indices_and_bad_depth():
-    model = PointMAE(depth=6, out_indices=(5,))
-    assert model.out_channels == 384
+    model = PointMAE(depth=6, out_indices=(0, 5))
+    assert model.out_channels == 768
     neigh, cents = make_groups(batch=1)
     with torch.no_grad():
-        assert model(neigh, cents).shape == (1, 384, 16)
-    with pytest.raises(ValueError, match="out_indices is required for depth=6"):
-        PointMAE(depth=6)
+        assert model(neigh, cents).shape == (1, 768, 16)
+    assert PointMAE(depth=1).out_indices == (0,)  # CFM's Ours-T: the last (only) block
+    assert PointMAE(depth=6).out_indices == (5,)
     with pytest.raises(ValueError, match="depth must be an int in"):
         PointMAE(depth=13)
     with pytest.raises(ValueError, match="out_indices must be"):
@@ -524,15 +524,15 @@ def test_efficientnet_shipped_weights_classify_coffee_and_cat(effnet):
 
 
 def test_efficientnet_feature_stages(effnet):
-    assert effnet.stages == (3, 5) and effnet.out_channels == (40, 112) and effnet.strides == (8, 16)
+    assert effnet.stages == (3, 4) and effnet.out_channels == (40, 80) and effnet.strides == (8, 16)
     with torch.no_grad():
         maps = effnet(torch.randn(2, 3, 224, 224))
         odd = effnet(torch.randn(1, 3, 225, 201))  # TF "SAME" padding: sizes rounded up
-    assert list(maps) == ["stage3", "stage5"]
-    assert maps["stage3"].shape == (2, 40, 28, 28) and maps["stage5"].shape == (2, 112, 14, 14)
-    assert odd["stage3"].shape[-2:] == (29, 26) and odd["stage5"].shape[-2:] == (15, 13)
+    assert list(maps) == ["stage3", "stage4"]
+    assert maps["stage3"].shape == (2, 40, 28, 28) and maps["stage4"].shape == (2, 80, 14, 14)
+    assert odd["stage3"].shape[-2:] == (29, 26) and odd["stage4"].shape[-2:] == (15, 13)
     feats = backbones.patch_features(maps)
-    assert feats.shape == (2, 152, 28, 28)
+    assert feats.shape == (2, 120, 28, 28)
     shallow = backbones.EfficientNetLite0(stages=(1, 2), weights=None)
     assert shallow.out_channels == (16, 24) and shallow.strides == (2, 4)
     with pytest.raises(ValueError, match="stages must be increasing"):

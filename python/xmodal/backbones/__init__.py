@@ -10,7 +10,7 @@ Example:
     >>> from xmodal import backbones
     >>> backbones.available()                      # {"pointmae": None, "dino_vitb8": None, ...}
     >>> net = backbones.create("efficientnet_lite0")
-    >>> feats = backbones.patch_features(net(backbones.normalize(images01, net)))  # (B, 152, H/8, W/8)
+    >>> feats = backbones.patch_features(net(backbones.normalize(images01, net)))  # (B, 120, H/8, W/8)
     >>> vit = backbones.create("dino_vitb8", weights_dir="~/weights", depth=4)      # CFM Ours-S
     >>> pmae = backbones.create("pointmae", weights="pointmae_pretrain.pth")
     >>> f3d = pmae(neighborhoods, centers)          # (B, 1152, G)

@@ -11,8 +11,9 @@ Architecture (``shared/reference/methods.md`` §1.4):
 * 12 pre-norm transformer blocks (384-d, 6 heads, MLP ratio 4, no qkv bias, drop-path rates
   linspace(0, 0.1, 12));
 * one shared final LayerNorm applied to the outputs of blocks 3, 7 and 11 (0-based), concatenated
-  → 3 × 384 = 1152 channels per group. Pruned variants (CFM's Ours-S / Ours-T) keep the first 8
-  blocks and read [1, 4, 7], or the first 4 and read [1, 2, 3].
+  → 3 × 384 = 1152 channels per group. Pruned variants (CFM's layer pruning) keep the first 8
+  blocks and read [1, 4, 7] (Ours-M), or the first 4 and read [1, 2, 3] (Ours-S); any other
+  depth reads only its last block, 384 channels (Ours-T: 1 block).
 
 Module names follow the official checkpoint (``encoder.first_conv.0``, ``pos_embed.0``,
 ``blocks.blocks.N.attn.qkv``, ``norm``, …), so Point-MAE's ``pretrain.pth`` loads as it is.
@@ -40,7 +41,8 @@ FULL_DEPTH = 12
 HEADS = 6
 DROP_PATH_MAX = 0.1
 
-#: blocks whose normalised outputs are concatenated, per number of blocks kept (CFM's choice)
+#: blocks whose normalised outputs are concatenated, per number of blocks kept (CFM's choice;
+#: other depths: the last block only)
 DEFAULT_OUT_INDICES = {12: (3, 7, 11), 8: (1, 4, 7), 4: (1, 2, 3)}
 
 
@@ -115,11 +117,11 @@ class PointMAE(nn.Module):
     """Point-MAE encoder: centred point groups and their centers → per-group features.
 
     Args:
-        depth: transformer blocks kept (the first ``depth`` of 12); 12, 8 and 4 are CFM's full,
-            Ours-S and Ours-T models.
+        depth: transformer blocks kept (the first ``depth`` of 12); 12, 8, 4 and 1 are CFM's
+            full, Ours-M, Ours-S and Ours-T models.
         out_indices: 0-based blocks whose LayerNorm'd outputs are concatenated. Default: CFM's
-            choice for ``depth`` (12: (3, 7, 11), 8: (1, 4, 7), 4: (1, 2, 3)); required for other
-            depths.
+            choice for ``depth`` (12: (3, 7, 11), 8: (1, 4, 7), 4: (1, 2, 3), otherwise the last
+            block alone).
         reference_train_mode: reproduce the reference repositories, which never switch the
             extractor to eval mode: the encoder's BatchNorms use each cloud's own statistics
             (over its G × S points) and DropPath drops residual branches at random (torch's
@@ -142,10 +144,7 @@ class PointMAE(nn.Module):
             msg = f"depth must be an int in [1, {FULL_DEPTH}]; got {depth!r}"
             raise ValueError(msg)
         if out_indices is None:
-            if depth not in DEFAULT_OUT_INDICES:
-                msg = f"out_indices is required for depth={depth} (defaults exist for depth 12, 8, 4)"
-                raise ValueError(msg)
-            out_indices = DEFAULT_OUT_INDICES[depth]
+            out_indices = DEFAULT_OUT_INDICES.get(depth, (depth - 1,))
         out_indices = tuple(int(i) for i in out_indices)
         if not out_indices or any(not 0 <= i < depth for i in out_indices):
             msg = f"out_indices must be a non-empty list of block indices in [0, {depth - 1}]; got {out_indices}"

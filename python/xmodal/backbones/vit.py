@@ -22,7 +22,6 @@ backbone is used and its projection head ignored.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

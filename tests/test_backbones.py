@@ -314,7 +314,7 @@ def test_pointmae_encoder_chunking_is_exact(pointmae_model):
         try:
             chunked = enc(neigh)
         finally:
-            enc.chunk_points = 16384
+            enc.chunk_points = 32768
     torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)
 
 
@@ -375,6 +375,10 @@ def test_pointmae_bad_input(pointmae_model):
         pointmae_model(bad, cents)
     with pytest.raises(ValueError, match="S >= 1"):
         pointmae_model(neigh[:, :, :0], cents)
+    with pytest.raises(ValueError, match="centers is on meta but the backbone's weights are on cpu"):
+        pointmae_model(neigh, cents.to("meta"))
+    with torch.no_grad():  # other float dtypes are converted
+        assert pointmae_model(neigh.double(), cents.double()).dtype == torch.float32
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Block", "DropPath", "check_images", "check_tensor", "module_dtype"]
+__all__ = ["Block", "DropPath", "check_images", "check_tensor", "to_module"]
 
 
 class DropPath(nn.Module):
@@ -84,8 +84,13 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-def module_dtype(module: nn.Module) -> torch.dtype:
-    return next(module.parameters()).dtype
+def to_module(x: torch.Tensor, module: nn.Module, name: str) -> torch.Tensor:
+    """``x`` in the module's dtype; ValueError when it is on another device than the weights."""
+    param = next(module.parameters())
+    if x.device != param.device:
+        msg = f"{name} is on {x.device} but the backbone's weights are on {param.device}; move one of them"
+        raise ValueError(msg)
+    return x.to(param.dtype)
 
 
 def check_tensor(x, name: str, shape_doc: str, ndim: int) -> None:
@@ -118,4 +123,4 @@ def check_images(x, module: nn.Module, *, name: str = "images", multiple: int = 
         rule = f"multiples of {multiple}" if multiple > 1 else "positive"
         msg = f"{name} height and width must be {rule} and at least {min_size}; got {h}x{w}"
         raise ValueError(msg)
-    return x.to(module_dtype(module))
+    return to_module(x, module, name)

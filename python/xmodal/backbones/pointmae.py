@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checkpoint import LoadReport, load_into, read_state_dict
-from ._layers import Block, DropPath, check_tensor, module_dtype
+from ._layers import Block, DropPath, check_tensor, to_module
 from ._weights import find_weights
 
 __all__ = ["PointMAE", "DEFAULT_OUT_INDICES", "convert_pointmae_checkpoint"]
@@ -64,13 +64,13 @@ class PointEncoder(nn.Module):
     The 1×1 convolutions run as matrix products on points-major (channels-last) data, and the
     first layer of ``second_conv`` is split: its input is [global feature, local feature], so
     the global half is applied once per group instead of once per point (a quarter of the
-    encoder's work, and no 512-channel concatenation). When the BatchNorms use running
-    statistics, groups are processed in chunks of about ``chunk_points`` points to bound memory;
-    with batch statistics (training, reference train mode) all groups go at once, since the
-    statistics span them all.
+    encoder's work, and no 512-channel concatenation). With running statistics the BatchNorms
+    are folded into the preceding layers and the groups go in chunks of about ``chunk_points``
+    points, bounding memory; with batch statistics (training, reference train mode) the
+    BatchNorms run as such over all groups at once, since their statistics span them all.
     """
 
-    def __init__(self, out_dim: int = DIM, chunk_points: int = 16384):
+    def __init__(self, out_dim: int = DIM, chunk_points: int = 32768):
         super().__init__()
         self.out_dim = out_dim
         self.chunk_points = chunk_points
@@ -84,22 +84,34 @@ class PointEncoder(nn.Module):
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
         b, g, s, _ = groups.shape
         pts = groups.reshape(b * g, s, 3)
-        batch_stats = self.training or self.first_conv[1].use_batch_stats
-        step = b * g if batch_stats else max(1, self.chunk_points // s)
-        tokens = [self._tokens(pts[i : i + step]) for i in range(0, b * g, step)]
+        fold = not (self.training or self.first_conv[1].use_batch_stats)
+        step = max(1, self.chunk_points // s) if fold else b * g
+        tokens = [self._tokens(pts[i : i + step], fold) for i in range(0, b * g, step)]
         return torch.cat(tokens).reshape(b, g, self.out_dim)
 
-    def _tokens(self, pts: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _conv_bn(conv: nn.Conv1d, bn: nn.BatchNorm1d, fold: bool):
+        """Weight and bias of a 1×1 conv, with an eval-mode BatchNorm after it folded in."""
+        w, b = conv.weight[:, :, 0], conv.bias
+        if not fold:
+            return w, b
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        return w * scale[:, None], (b - bn.running_mean) * scale + bn.bias
+
+    def _tokens(self, pts: torch.Tensor, fold: bool) -> torch.Tensor:
         n, s, _ = pts.shape
         conv0, bn0, _, conv1 = self.first_conv
-        h = F.relu(bn0(F.linear(pts.reshape(n * s, 3), conv0.weight[:, :, 0], conv0.bias)))
+        w0, b0 = self._conv_bn(conv0, bn0, fold)
+        h = F.linear(pts.reshape(n * s, 3), w0, b0)
+        h = (h if fold else bn0(h)).relu_()
         local = F.linear(h, conv1.weight[:, :, 0], conv1.bias)  # (n·s, 256)
         glob = local.view(n, s, -1).amax(dim=1)  # (n, 256)
         conv2, bn1, _, conv3 = self.second_conv
-        w, k = conv2.weight[:, :, 0], glob.shape[1]
-        z = F.linear(local, w[:, k:]).view(n, s, -1).add_(F.linear(glob, w[:, :k], conv2.bias)[:, None])
-        h = F.relu(bn1(z.view(n * s, -1)))
-        return F.linear(h, conv3.weight[:, :, 0], conv3.bias).view(n, s, -1).amax(dim=1)
+        w2, b2 = self._conv_bn(conv2, bn1, fold)
+        k = glob.shape[1]
+        z = F.linear(local, w2[:, k:]).view(n, s, -1).add_(F.linear(glob, w2[:, :k], b2)[:, None]).view(n * s, -1)
+        z = (z if fold else bn1(z)).relu_()
+        return F.linear(z, conv3.weight[:, :, 0], conv3.bias).view(n, s, -1).amax(dim=1)
 
 
 class TransformerEncoder(nn.Module):
@@ -217,15 +229,13 @@ class PointMAE(nn.Module):
             msg = (f"centers must have shape (B, G, 3) = ({b}, {g}, 3) to match neighborhoods; "
                    f"got {tuple(centers.shape)}")
             raise ValueError(msg)
-        if neighborhoods.device != centers.device:
-            msg = f"neighborhoods and centers must be on one device; got {neighborhoods.device} and {centers.device}"
-            raise ValueError(msg)
+        neighborhoods = to_module(neighborhoods, self, "neighborhoods")
+        centers = to_module(centers, self, "centers")
         for name, t in (("neighborhoods", neighborhoods), ("centers", centers)):
             if not bool(torch.isfinite(t).all()):
                 msg = f"{name} contains NaN or infinite values"
                 raise ValueError(msg)
-        dtype = module_dtype(self)
-        return neighborhoods.to(dtype), centers.to(dtype)
+        return neighborhoods, centers
 
     def load_checkpoint(self, checkpoint, *, allow_pickle: bool = False) -> LoadReport:
         """Loads an official Point-MAE checkpoint (or a state dict in this module's names).

@@ -263,6 +263,8 @@ def test_pointmae_custom_out_indices_and_bad_depth():
         PointMAE(depth=13)
     with pytest.raises(ValueError, match="out_indices must be"):
         PointMAE(depth=4, out_indices=(4,))
+    with pytest.raises(TypeError, match="out_indices must be a sequence"):
+        PointMAE(depth=4, out_indices=3)
 
 
 def test_pointmae_loads_official_checkpoint_layout(pointmae_model, official_pointmae_file):
@@ -613,9 +615,8 @@ def test_wide_resnet_loads_torchvision_state_dict_strictly(tmp_path):
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         out = model(x)
-        full = backbones.WideResNet50(early_exit=False)
-        full.load_state_dict(model.state_dict())
-        out_full = full(x)
+        model.early_exit = False  # the whole network, as BridgeNet runs it: same features
+        out_full = model(x)
     assert list(out) == ["layer2", "layer3"]
     assert out["layer2"].shape == (1, 512, 28, 28) and out["layer3"].shape == (1, 1024, 14, 14)
     assert model.out_channels == (512, 1024) and model.strides == (8, 16)
@@ -643,6 +644,7 @@ def test_wide_resnet_loads_torchvision_state_dict_strictly(tmp_path):
 
 
 def test_wide_resnet_random_init_and_errors(tmp_path):
+    assert backbones.WideResNet50(layers="layer2").layers == ("layer2",)
     model = backbones.WideResNet50(layers=("layer3", "layer1"))
     assert model.layers == ("layer1", "layer3") and model.load_report is None
     with torch.no_grad():

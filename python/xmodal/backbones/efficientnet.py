@@ -117,7 +117,7 @@ class EfficientNetLite0(nn.Module):
 
     def __init__(self, stages=(3, 4), *, weights="auto", weights_dir=None, allow_pickle: bool = False):
         super().__init__()
-        stages = tuple(int(s) for s in stages)
+        stages = (stages,) if isinstance(stages, int) else tuple(int(s) for s in stages)
         if not stages or any(not 1 <= s <= len(STAGES) for s in stages) or list(stages) != sorted(set(stages)):
             msg = f"stages must be increasing stage numbers in [1, {len(STAGES)}]; got {stages}"
             raise ValueError(msg)

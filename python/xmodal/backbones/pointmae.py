@@ -157,7 +157,11 @@ class PointMAE(nn.Module):
             raise ValueError(msg)
         if out_indices is None:
             out_indices = DEFAULT_OUT_INDICES.get(depth, (depth - 1,))
-        out_indices = tuple(int(i) for i in out_indices)
+        try:
+            out_indices = tuple(int(i) for i in out_indices)
+        except TypeError as exc:
+            msg = f"out_indices must be a sequence of block indices; got {out_indices!r}"
+            raise TypeError(msg) from exc
         if not out_indices or any(not 0 <= i < depth for i in out_indices):
             msg = f"out_indices must be a non-empty list of block indices in [0, {depth - 1}]; got {out_indices}"
             raise ValueError(msg)

@@ -82,7 +82,7 @@ class WideResNet50(nn.Module):
     def __init__(self, layers=("layer2", "layer3"), *, early_exit: bool = True, weights=None,
                  weights_dir=None, allow_pickle: bool = False):
         super().__init__()
-        layers = tuple(layers)
+        layers = (layers,) if isinstance(layers, str) else tuple(layers)
         if not layers or any(name not in LAYER_NAMES for name in layers) or len(set(layers)) != len(layers):
             msg = f"layers must be distinct names from {LAYER_NAMES}; got {layers}"
             raise ValueError(msg)

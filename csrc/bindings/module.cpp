@@ -39,4 +39,5 @@ NB_MODULE(_C, m) {
 
   xmodal::bindings::bind_knn(m);
   xmodal::bindings::bind_coreset(m);
+  xmodal::bindings::bind_pointcloud(m);
 }

@@ -7,5 +7,6 @@ namespace xmodal::bindings {
 
 void bind_knn(nanobind::module_& m);
 void bind_coreset(nanobind::module_& m);
+void bind_pointcloud(nanobind::module_& m);
 
 }  // namespace xmodal::bindings

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["knn", "greedy_coreset"]
+__all__ = [
+    "knn",
+    "greedy_coreset",
+    "point_squared_distances",
+    "farthest_point_sample",
+    "pointnet2_farthest_point_sample",
+    "group_points",
+    "three_nn_interpolate",
+    "points_to_grid",
+]
 
 
 # --- k nearest neighbours -------------------------------------------------------------------
@@ -48,4 +57,67 @@ def greedy_coreset(x, n: int, start: int = 0):
         nxt = int(np.argmax(candidates))  # first maximum = lowest index
         idx.append(nxt)
         selected[nxt] = True
+    return np.asarray(idx, dtype=np.int64)
+
+
+# --- point clouds: distances, farthest point sampling ----------------------------------------
+
+
+def point_squared_distances(points, center):
+    """Squared distances of (N, 3) float32 points to one float32 point, in the arithmetic of the
+    point-cloud kernels: float32 differences, float64 squares (exact) and ((x + y) + z) sums."""
+    p = np.asarray(points, dtype=np.float32)
+    c = np.asarray(center, dtype=np.float32)
+    d = (p - c).astype(np.float64)
+    return (d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) + d[:, 2] * d[:, 2]
+
+
+def farthest_point_sample(points, n: int, start: int = 0):
+    """Exact FPS: idx[0] = start, then repeatedly the unselected point with the largest squared
+    distance to its nearest selected point, ties to the lowest index."""
+    p = np.asarray(points, dtype=np.float32)
+    min_distance = np.full(p.shape[0], np.inf)
+    selected = np.zeros(p.shape[0], dtype=bool)
+    idx = [int(start)]
+    selected[start] = True
+    for _ in range(1, n):
+        min_distance = np.minimum(min_distance, point_squared_distances(p, p[idx[-1]]))
+        nxt = int(np.argmax(np.where(selected, -np.inf, min_distance)))  # first maximum
+        idx.append(nxt)
+        selected[nxt] = True
+    return np.asarray(idx, dtype=np.int64)
+
+
+def pointnet2_farthest_point_sample(points, n: int):
+    """Emulates pointnet2_ops' CUDA furthest_point_sample literally, thread by thread: T threads
+    (power of two <= 512 from int(log(N) / log(2))), thread t scans k = t, t + T, ..., skips
+    points with |p|^2 <= 1e-3, keeps its first strict maximum (best -1, besti 0), then the
+    halving tree reduction keeps the lower slot on ties. Running distances start at 1e10 and
+    use the distance arithmetic of point_squared_distances; |p|^2 is (x^2 + y^2) + z^2 in
+    float64."""
+    import math
+
+    p = np.asarray(points, dtype=np.float32)
+    num = p.shape[0]
+    threads = max(min(1 << int(math.log(num) / math.log(2.0)), 512), 1)
+    q = p.astype(np.float64)
+    skip = (q[:, 0] * q[:, 0] + q[:, 1] * q[:, 1]) + q[:, 2] * q[:, 2] <= 1e-3
+    temp = np.full(num, 1e10)
+    idx = [0]
+    for _ in range(1, n):
+        temp = np.where(skip, temp, np.minimum(temp, point_squared_distances(p, p[idx[-1]])))
+        dists = np.full(threads, -1.0)
+        dists_i = np.zeros(threads, dtype=np.int64)
+        for t in range(threads):
+            for k in range(t, num, threads):
+                if not skip[k] and temp[k] > dists[t]:
+                    dists[t], dists_i[t] = temp[k], k
+        s = threads // 2
+        while s >= 1:
+            for t in range(s):
+                if dists[t + s] > dists[t]:
+                    dists_i[t] = dists_i[t + s]
+                dists[t] = max(dists[t], dists[t + s])
+            s //= 2
+        idx.append(int(dists_i[0]))
     return np.asarray(idx, dtype=np.int64)

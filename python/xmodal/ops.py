@@ -7,10 +7,16 @@ the argument, what was expected and what was received.
 
 from ._ops.coreset import coreset, greedy_coreset
 from ._ops.knn import KnnResult, knn
+from ._ops.pointcloud import Groups, farthest_point_sample, group_points, points_to_grid, three_nn_interpolate
 
 __all__ = [
     "KnnResult",
     "coreset",
     "greedy_coreset",
     "knn",
+    "Groups",
+    "farthest_point_sample",
+    "group_points",
+    "three_nn_interpolate",
+    "points_to_grid",
 ]

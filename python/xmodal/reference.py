@@ -121,3 +121,59 @@ def pointnet2_farthest_point_sample(points, n: int):
             s //= 2
         idx.append(int(dists_i[0]))
     return np.asarray(idx, dtype=np.int64)
+
+
+# --- point clouds: grouping, 3-NN interpolation, back to the image grid --------------------
+
+
+def group_points(points, n_groups: int, group_size: int, start: int = 0):
+    """Brute-force grouping: FPS centers, then each center's group_size nearest points ordered
+    by (float32 Euclidean distance from float64, index) as reference.knn, centred on the center.
+    Returns (centers (G, 3) float32, idx (G, S) int64, neighbourhoods (G, S, 3) float32)."""
+    p = np.asarray(points, dtype=np.float32)
+    centers = p[farthest_point_sample(p, n_groups, start)]
+    _, idx = knn(centers, p, group_size)
+    return centers, idx, p[idx] - centers[:, None, :]
+
+
+def three_nn_interpolate(points, centers, center_features):
+    """For each point, its k = min(3, G) nearest centers by the point-cloud distance arithmetic
+    (ties: lower center index), weights 1 / (d + 1e-8) normalised, the weighted sum of their
+    features in float64, rounded to float32."""
+    p = np.asarray(points, dtype=np.float32)
+    c = np.asarray(centers, dtype=np.float32)
+    f = np.asarray(center_features, dtype=np.float64)
+    k = min(3, c.shape[0])
+    out = np.empty((p.shape[0], f.shape[1]), dtype=np.float32)
+    for i in range(p.shape[0]):
+        d = point_squared_distances(c, p[i])
+        nearest = np.argsort(d, kind="stable")[:k]  # stable: equal distances keep index order
+        w = 1.0 / (d[nearest] + 1e-8)
+        total = 0.0
+        for v in w:
+            total += v
+        row = np.zeros(f.shape[1])
+        for j in range(k):
+            row += (w[j] / total) * f[nearest[j]]
+        out[i] = row
+    return out
+
+
+def points_to_grid(features, pixel_index, height: int, width: int, out_size):
+    """Scatter (N, C) point features to a zero (C, H, W) grid at the flat pixel indices, 3x3
+    average pooling with stride 1 and no padding, then adaptive average pooling to out_size,
+    all in float64 (torch's AvgPool2d(3, 1) + AdaptiveAvgPool2d). Returns (C, oh, ow) float64."""
+    f = np.asarray(features, dtype=np.float64)
+    out_h, out_w = (out_size, out_size) if np.isscalar(out_size) else out_size
+    grid = np.zeros((f.shape[1], height * width))
+    grid[:, np.asarray(pixel_index)] = f.T
+    grid = grid.reshape(f.shape[1], height, width)
+    ph, pw = height - 2, width - 2
+    pooled = sum(grid[:, dy : dy + ph, dx : dx + pw] for dy in range(3) for dx in range(3)) / 9.0
+    out = np.empty((f.shape[1], out_h, out_w))
+    for i in range(out_h):
+        y0, y1 = (i * ph) // out_h, -((-(i + 1) * ph) // out_h)
+        for j in range(out_w):
+            x0, x1 = (j * pw) // out_w, -((-(j + 1) * pw) // out_w)
+            out[:, i, j] = pooled[:, y0:y1, x0:x1].mean(axis=(1, 2))
+    return out

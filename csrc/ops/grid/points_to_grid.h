@@ -20,10 +20,12 @@
 
 #include <cstdint>
 
+#include "common/hostdevice.h"
+
 namespace xmodal {
 
 // Adaptive pooling window of output `i` (torch AdaptiveAvgPool semantics).
-inline void adaptive_window(int64_t i, int64_t in_size, int64_t out_size, int64_t& begin, int64_t& end) {
+XMODAL_HD void adaptive_window(int64_t i, int64_t in_size, int64_t out_size, int64_t& begin, int64_t& end) {
   begin = (i * in_size) / out_size;
   end = ((i + 1) * in_size + out_size - 1) / out_size;
 }
@@ -31,6 +33,15 @@ inline void adaptive_window(int64_t i, int64_t in_size, int64_t out_size, int64_
 void points_to_grid_cpu(const float* features, int64_t num_points, int64_t channels, const int64_t* pixel_index,
                         int64_t height, int64_t width, int64_t out_height, int64_t out_width, bool channels_last,
                         float* out);
+
+// Weight of input row y in output row o: 3x3 pooling rows py..py+2 for py in the adaptive
+// window [begin, end) of o over the pooled axis.
+XMODAL_HD float pooled_tap_weight(int64_t y, int64_t begin, int64_t end) {
+  const int64_t lo = y - 2 > begin ? y - 2 : begin;
+  const int64_t hi = y < end - 1 ? y : end - 1;
+  const int64_t count = hi >= lo ? hi - lo + 1 : 0;
+  return static_cast<float>(static_cast<double>(count) / (3.0 * static_cast<double>(end - begin)));
+}
 
 // CUDA: `pixel_index` must already be validated (distinct, in range) by the caller.
 void points_to_grid_cuda(const float* features, int64_t num_points, int64_t channels, const int64_t* pixel_index,

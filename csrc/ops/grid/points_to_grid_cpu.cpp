@@ -22,11 +22,7 @@ std::vector<AxisTaps> axis_taps(int64_t in_size, int64_t out_size) {
     adaptive_window(o, pooled, out_size, begin, end);
     AxisTaps& t = taps[static_cast<size_t>(o)];
     t.first = begin;
-    std::vector<double> w(static_cast<size_t>(end - begin + 2), 0.0);
-    for (int64_t p = begin; p < end; ++p)
-      for (int64_t y = p; y < p + 3; ++y) w[static_cast<size_t>(y - begin)] += 1.0;
-    const double scale = 1.0 / (3.0 * static_cast<double>(end - begin));
-    for (double v : w) t.weight.push_back(static_cast<float>(v * scale));
+    for (int64_t y = begin; y < end + 2; ++y) t.weight.push_back(pooled_tap_weight(y, begin, end));
   }
   return taps;
 }

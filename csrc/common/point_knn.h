@@ -14,6 +14,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/parallel.h"
 #include "common/point_math.h"
 #include "common/point_tree.h"
 
@@ -149,5 +150,41 @@ class TreeKnn {
   Rank limit_ = std::numeric_limits<Rank>::infinity();
   bool limited_ = false;
 };
+
+// The k nearest tree points of every query (rows of `queries`, (Q, 3)), in parallel.
+// `points` (N, 3) are the tree's points by original index. Queries are split into contiguous
+// chunks: consecutive queries are often close (organized clouds in raster order), so the
+// previous query's neighbours bound the next search from the start. `emit(q, found)` receives
+// each query's neighbours, ascending by (rank, index).
+template <typename Metric, typename Emit>
+void search_all(const PointTree& tree, const float* points, const float* queries, int64_t num_queries, int64_t k,
+                Emit emit) {
+  using Search = TreeKnn<Metric>;
+  using Rank = typename Metric::Rank;
+  ParallelErrors errors;
+#pragma omp parallel
+  {
+    Search search(tree, k);
+    std::vector<typename Search::Neighbour> found(static_cast<size_t>(k));
+    std::vector<int64_t> previous;
+#pragma omp for schedule(static)
+    for (int64_t q = 0; q < num_queries; ++q) errors.run([&] {
+      const float* query = queries + 3 * q;
+      Rank bound = std::numeric_limits<Rank>::infinity();
+      if (!previous.empty()) {
+        bound = Rank(0);
+        for (int64_t row : previous) {
+          const float* p = points + 3 * row;
+          bound = std::max(bound, Metric::rank(Metric::distance(query[0], query[1], query[2], p[0], p[1], p[2])));
+        }
+      }
+      search.search(query[0], query[1], query[2], bound, found.data());
+      emit(q, found.data());
+      previous.clear();
+      for (const auto& n : found) previous.push_back(n.index);
+    });
+  }
+  errors.rethrow();
+}
 
 }  // namespace xmodal

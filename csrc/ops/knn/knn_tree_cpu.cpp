@@ -1,9 +1,6 @@
-#include <algorithm>
-#include <limits>
 #include <vector>
 
 #include "common/check.h"
-#include "common/parallel.h"
 #include "common/point_knn.h"
 #include "common/point_tree.h"
 #include "ops/knn/knn_tree.h"
@@ -39,35 +36,12 @@ void knn_tree_cpu(const float* queries, int64_t num_queries, const float* bank, 
   PointTree tree;
   tree.build(bank, bank_size, nullptr, kLeafSize);
 
-  using Search = TreeKnn<KnnMetric>;
-  ParallelErrors errors;
-#pragma omp parallel
-  {
-    Search search(tree, k);
-    std::vector<Search::Neighbour> found(static_cast<size_t>(k));
-    int64_t previous = -1;
-    // Contiguous chunks: consecutive queries are often close (organized clouds, sorted
-    // centers), so the previous query's neighbours give a tight starting bound.
-#pragma omp for schedule(static)
-    for (int64_t q = 0; q < num_queries; ++q) errors.run([&] {
-      const float* query = queries + 3 * q;
-      float bound = std::numeric_limits<float>::infinity();
-      if (previous >= 0) {
-        bound = 0.0f;
-        for (int64_t j = 0; j < k; ++j) {
-          const float* p = bank + 3 * idx[previous * k + j];
-          bound = std::max(bound, KnnMetric::rank(KnnMetric::distance(query[0], query[1], query[2], p[0], p[1], p[2])));
-        }
-      }
-      search.search(query[0], query[1], query[2], bound, found.data());
-      for (int64_t j = 0; j < k; ++j) {
-        dist[q * k + j] = found[static_cast<size_t>(j)].rank;
-        idx[q * k + j] = found[static_cast<size_t>(j)].index;
-      }
-      previous = q;
-    });
-  }
-  errors.rethrow();
+  search_all<KnnMetric>(tree, bank, queries, num_queries, k, [&](int64_t q, const auto* found) {
+    for (int64_t j = 0; j < k; ++j) {
+      dist[q * k + j] = found[j].rank;
+      idx[q * k + j] = found[j].index;
+    }
+  });
 }
 
 }  // namespace xmodal

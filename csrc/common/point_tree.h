@@ -41,7 +41,9 @@ class PointTree {
     nodes_.clear();
     nodes_.reserve(static_cast<size_t>(2 * (count / std::max(1, leaf_size / 2) + 1)));
     leaf_size_ = leaf_size;
+    scratch_.resize(static_cast<size_t>(count));
     if (count > 0) build_node(items, 0, static_cast<int32_t>(count));
+    std::vector<Item>().swap(scratch_);
     x_.resize(static_cast<size_t>(count));
     y_.resize(static_cast<size_t>(count));
     z_.resize(static_cast<size_t>(count));
@@ -101,12 +103,10 @@ class PointTree {
     // Midpoint splits: one partition pass per level (much cheaper than a median selection)
     // and cube-like cells on the uneven density of scanned surfaces.
     const float split = node.lo[axis] + (node.hi[axis] - node.lo[axis]) * 0.5f;
-    auto first = items.begin() + begin, last = items.begin() + end;
-    int32_t mid = static_cast<int32_t>(
-        std::partition(first, last, [axis, split](const Item& a) { return a.c[axis] < split; }) - items.begin());
+    int32_t mid = partition(items, begin, end, axis, split);
     if (mid == begin || mid == end) {
       mid = begin + (end - begin) / 2;
-      std::nth_element(first, items.begin() + mid, last,
+      std::nth_element(items.begin() + begin, items.begin() + mid, items.begin() + end,
                        [axis](const Item& a, const Item& b) { return a.c[axis] < b.c[axis]; });
     }
     const int32_t left = build_node(items, begin, mid);
@@ -116,7 +116,25 @@ class PointTree {
     return id;
   }
 
+  // Stable branch-free split: items below `split` are compacted in place, the others go to a
+  // scratch buffer and follow them (random clouds would mispredict a branchy partition at
+  // every other point). Returns the first position of the upper part.
+  int32_t partition(std::vector<Item>& items, int32_t begin, int32_t end, int axis, float split) {
+    int32_t lower = begin, upper = 0;
+    for (int32_t i = begin; i < end; ++i) {
+      const Item item = items[static_cast<size_t>(i)];
+      const bool below = item.c[axis] < split;
+      items[static_cast<size_t>(lower)] = item;
+      scratch_[static_cast<size_t>(upper)] = item;
+      lower += below;
+      upper += !below;
+    }
+    std::copy(scratch_.begin(), scratch_.begin() + upper, items.begin() + lower);
+    return lower;
+  }
+
   std::vector<Node> nodes_;
+  std::vector<Item> scratch_;
   std::vector<float> x_, y_, z_;
   std::vector<int64_t> index_;
   int leaf_size_ = 32;

@@ -153,9 +153,12 @@ class TreeKnn {
 
 // The k nearest tree points of every query (rows of `queries`, (Q, 3)), in parallel.
 // `points` (N, 3) are the tree's points by original index. Queries are split into contiguous
-// chunks: consecutive queries are often close (organized clouds in raster order), so the
-// previous query's neighbours bound the next search from the start. `emit(q, found)` receives
-// each query's neighbours, ascending by (rank, index).
+// chunks: consecutive queries are often close (organized clouds in raster order), so for small
+// k the previous query's neighbours bound the next search from the start (for large k the
+// k extra distances cost more than the bound saves). `emit(q, found)` receives each query's
+// neighbours, ascending by (rank, index).
+constexpr int64_t kMaxSeededK = 16;
+
 template <typename Metric, typename Emit>
 void search_all(const PointTree& tree, const float* points, const float* queries, int64_t num_queries, int64_t k,
                 Emit emit) {
@@ -181,7 +184,8 @@ void search_all(const PointTree& tree, const float* points, const float* queries
       search.search(query[0], query[1], query[2], bound, found.data());
       emit(q, found.data());
       previous.clear();
-      for (const auto& n : found) previous.push_back(n.index);
+      if (k <= kMaxSeededK)
+        for (const auto& n : found) previous.push_back(n.index);
     });
   }
   errors.rethrow();

@@ -179,7 +179,7 @@ def bench_cloud(label, points, pixel_index, size, repeat, rows):
     rows.append(row("xmodal three_nn_interpolate", interp_ours, interp_ours, out_bytes))
     rows.append(row("torch square_distance + sort", interp_torch, interp_ours, out_bytes,
                     note=f"rel. diff median {np.median(diff):.0e}, max {diff.max():.0e}: its float32 "
-                         "|a|²+|b|²-2ab distances"))
+                         "a²+b²-2ab distances"))
 
     # points_to_grid ---------------------------------------------------------------------------
     if pixel_index is not None:

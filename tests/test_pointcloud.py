@@ -235,6 +235,14 @@ def test_group_points_matches_the_torch_broadcast_topk(rng):
     np.testing.assert_array_equal(groups.idx[:, 0].numpy(), ops.farthest_point_sample(points, 100).numpy())
 
 
+def test_group_points_reference_fps():
+    points = grid_cloud((9, 8, 8)) + np.float32(0.5)
+    groups = ops.group_points(points, 20, 8, reference=True)
+    centers = points[reference.pointnet2_farthest_point_sample(points, 20)]
+    np.testing.assert_array_equal(groups.centers, centers)
+    np.testing.assert_array_equal(groups.idx, reference.knn(centers, points, 8)[1])
+
+
 def test_group_points_edges_and_errors():
     points = grid_cloud((3, 3, 2))
     groups = ops.group_points(points, len(points), len(points))

@@ -18,7 +18,7 @@ constexpr int kLeafSize = 128;
 
 struct Best {
   double value;
-  uint64_t key;  // tie key of the point (it identifies the point: see row_of_key)
+  uint64_t key;  // tie key of the point; it identifies the point (BucketFps::farthest)
 };
 
 inline bool beats(double value, uint64_t key, const Best& b) {

@@ -13,10 +13,13 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void scatter_points(const int64_t* pixel_index, int64_t num_points, int32_t* point_at) {
+// The caller validated pixel_index; the range test only keeps a bad direct call in bounds.
+__global__ void scatter_points(const int64_t* pixel_index, int64_t num_points, int64_t num_pixels,
+                               int32_t* point_at) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < num_points;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    point_at[pixel_index[i]] = static_cast<int32_t>(i);
+    const int64_t pixel = pixel_index[i];
+    if (pixel >= 0 && pixel < num_pixels) point_at[pixel] = static_cast<int32_t>(i);
   }
 }
 
@@ -66,7 +69,8 @@ void points_to_grid_cuda(const float* features, int64_t num_points, int64_t chan
   XMODAL_CUDA_CHECK(cudaMallocAsync(&point_at, sizeof(int32_t) * height * width, stream));
   XMODAL_CUDA_CHECK(cudaMemsetAsync(point_at, 0xFF, sizeof(int32_t) * height * width, stream));  // all -1
   if (num_points > 0) {
-    scatter_points<<<grid_for(num_points, kThreads), kThreads, 0, stream>>>(pixel_index, num_points, point_at);
+    scatter_points<<<grid_for(num_points, kThreads), kThreads, 0, stream>>>(pixel_index, num_points, height * width,
+                                                                          point_at);
     XMODAL_CUDA_LAUNCH_CHECK("scatter_points");
   }
   pool_grid<<<grid_for(out_height * out_width * channels, kThreads), kThreads, 0, stream>>>(

@@ -42,4 +42,5 @@ NB_MODULE(_C, m) {
   xmodal::bindings::bind_mlp(m);
   xmodal::bindings::bind_ransac(m);
   xmodal::bindings::bind_dbscan(m);
+  xmodal::bindings::bind_pointcloud(m);
 }

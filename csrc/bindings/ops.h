@@ -10,5 +10,6 @@ void bind_coreset(nanobind::module_& m);
 void bind_mlp(nanobind::module_& m);
 void bind_ransac(nanobind::module_& m);
 void bind_dbscan(nanobind::module_& m);
+void bind_pointcloud(nanobind::module_& m);
 
 }  // namespace xmodal::bindings

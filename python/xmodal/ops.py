@@ -10,6 +10,7 @@ from ._ops.dbscan import dbscan
 from ._ops.knn import KnnResult, knn
 from ._ops.mlp import CrossmodalDiscrepancy, crossmodal_discrepancy, mlp
 from ._ops.ransac import PlaneResult, ransac_plane
+from ._ops.pointcloud import Groups, farthest_point_sample, group_points, points_to_grid, three_nn_interpolate
 
 __all__ = [
     "CrossmodalDiscrepancy",
@@ -22,4 +23,9 @@ __all__ = [
     "knn",
     "mlp",
     "ransac_plane",
+    "Groups",
+    "farthest_point_sample",
+    "group_points",
+    "three_nn_interpolate",
+    "points_to_grid",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 
-
 # --- k nearest neighbours -------------------------------------------------------------------
 
 
@@ -193,3 +192,120 @@ def dbscan(points, eps: float, min_points: int):
                     stack.append(k)
         cluster += 1
     return labels
+# --- point clouds: distances, farthest point sampling ----------------------------------------
+
+
+def point_squared_distances(points, center):
+    """Squared distances of (N, 3) float32 points to one float32 point, in the arithmetic of the
+    point-cloud kernels: float32 differences, float64 squares (exact) and ((x + y) + z) sums."""
+    p = np.asarray(points, dtype=np.float32)
+    c = np.asarray(center, dtype=np.float32)
+    d = (p - c).astype(np.float64)
+    return (d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1]) + d[:, 2] * d[:, 2]
+
+
+def farthest_point_sample(points, n: int, start: int = 0):
+    """Exact FPS: idx[0] = start, then repeatedly the unselected point with the largest squared
+    distance to its nearest selected point, ties to the lowest index."""
+    p = np.asarray(points, dtype=np.float32)
+    min_distance = np.full(p.shape[0], np.inf)
+    selected = np.zeros(p.shape[0], dtype=bool)
+    idx = [int(start)]
+    selected[start] = True
+    for _ in range(1, n):
+        min_distance = np.minimum(min_distance, point_squared_distances(p, p[idx[-1]]))
+        nxt = int(np.argmax(np.where(selected, -np.inf, min_distance)))  # first maximum
+        idx.append(nxt)
+        selected[nxt] = True
+    return np.asarray(idx, dtype=np.int64)
+
+
+def pointnet2_farthest_point_sample(points, n: int):
+    """Emulates pointnet2_ops' CUDA furthest_point_sample literally, thread by thread: T threads
+    (power of two <= 512 from int(log(N) / log(2))), thread t scans k = t, t + T, ..., skips
+    points with |p|^2 <= 1e-3, keeps its first strict maximum (best -1, besti 0), then the
+    halving tree reduction keeps the lower slot on ties. Running distances start at 1e10 and
+    use the distance arithmetic of point_squared_distances; |p|^2 is (x^2 + y^2) + z^2 in
+    float64."""
+    import math
+
+    p = np.asarray(points, dtype=np.float32)
+    num = p.shape[0]
+    threads = max(min(1 << int(math.log(num) / math.log(2.0)), 512), 1)
+    q = p.astype(np.float64)
+    skip = (q[:, 0] * q[:, 0] + q[:, 1] * q[:, 1]) + q[:, 2] * q[:, 2] <= 1e-3
+    temp = np.full(num, 1e10)
+    idx = [0]
+    for _ in range(1, n):
+        temp = np.where(skip, temp, np.minimum(temp, point_squared_distances(p, p[idx[-1]])))
+        dists = np.full(threads, -1.0)
+        dists_i = np.zeros(threads, dtype=np.int64)
+        for t in range(threads):
+            for k in range(t, num, threads):
+                if not skip[k] and temp[k] > dists[t]:
+                    dists[t], dists_i[t] = temp[k], k
+        s = threads // 2
+        while s >= 1:
+            for t in range(s):
+                if dists[t + s] > dists[t]:
+                    dists_i[t] = dists_i[t + s]
+                dists[t] = max(dists[t], dists[t + s])
+            s //= 2
+        idx.append(int(dists_i[0]))
+    return np.asarray(idx, dtype=np.int64)
+
+
+# --- point clouds: grouping, 3-NN interpolation, back to the image grid --------------------
+
+
+def group_points(points, n_groups: int, group_size: int, start: int = 0):
+    """Brute-force grouping: FPS centers, then each center's group_size nearest points ordered
+    by (float32 Euclidean distance from float64, index) as reference.knn, centred on the center.
+    Returns (centers (G, 3) float32, idx (G, S) int64, neighbourhoods (G, S, 3) float32)."""
+    p = np.asarray(points, dtype=np.float32)
+    centers = p[farthest_point_sample(p, n_groups, start)]
+    _, idx = knn(centers, p, group_size)
+    return centers, idx, p[idx] - centers[:, None, :]
+
+
+def three_nn_interpolate(points, centers, center_features):
+    """For each point, its k = min(3, G) nearest centers by the point-cloud distance arithmetic
+    (ties: lower center index), weights 1 / (d + 1e-8) normalised, the weighted sum of their
+    features in float64, rounded to float32."""
+    p = np.asarray(points, dtype=np.float32)
+    c = np.asarray(centers, dtype=np.float32)
+    f = np.asarray(center_features, dtype=np.float64)
+    k = min(3, c.shape[0])
+    out = np.empty((p.shape[0], f.shape[1]), dtype=np.float32)
+    for i in range(p.shape[0]):
+        d = point_squared_distances(c, p[i])
+        nearest = np.argsort(d, kind="stable")[:k]  # stable: equal distances keep index order
+        w = 1.0 / (d[nearest] + 1e-8)
+        total = 0.0
+        for v in w:
+            total += v
+        row = np.zeros(f.shape[1])
+        for j in range(k):
+            row += (w[j] / total) * f[nearest[j]]
+        out[i] = row
+    return out
+
+
+def points_to_grid(features, pixel_index, height: int, width: int, out_size):
+    """Scatter (N, C) point features to a zero (C, H, W) grid at the flat pixel indices, 3x3
+    average pooling with stride 1 and no padding, then adaptive average pooling to out_size,
+    all in float64 (torch's AvgPool2d(3, 1) + AdaptiveAvgPool2d). Returns (C, oh, ow) float64."""
+    f = np.asarray(features, dtype=np.float64)
+    out_h, out_w = (out_size, out_size) if np.isscalar(out_size) else out_size
+    grid = np.zeros((f.shape[1], height * width))
+    grid[:, np.asarray(pixel_index)] = f.T
+    grid = grid.reshape(f.shape[1], height, width)
+    ph, pw = height - 2, width - 2
+    pooled = sum(grid[:, dy : dy + ph, dx : dx + pw] for dy in range(3) for dx in range(3)) / 9.0
+    out = np.empty((f.shape[1], out_h, out_w))
+    for i in range(out_h):
+        y0, y1 = (i * ph) // out_h, -((-(i + 1) * ph) // out_h)
+        for j in range(out_w):
+            x0, x1 = (j * pw) // out_w, -((-(j + 1) * pw) // out_w)
+            out[:, i, j] = pooled[:, y0:y1, x0:x1].mean(axis=(1, 2))
+    return out

@@ -11,7 +11,8 @@
 // first. Exactness: candidates are screened with float32 scores (an sgemm for D > 4, a direct
 // difference for D <= 4), and every bank row whose score lies within a proven float32 error
 // bound of the current k-th score is kept and re-ranked exactly; nothing that can belong to
-// the top k is dropped. Memory is O(Q * k + tiles), never Q x N.
+// the top k is dropped. Memory is O(Q * k + tiles), never Q x N. For D <= 3 and a float32
+// bank the search runs in a KD-tree instead (ops/knn/knn_tree.h), with the same contract.
 // NaN/inf inputs are rejected by the caller (their order would be meaningless). Q = 0 is a
 // no-op.
 #pragma once

@@ -8,6 +8,7 @@
 #include "common/half.h"
 #include "common/parallel.h"
 #include "ops/knn/knn.h"
+#include "ops/knn/knn_tree.h"
 
 namespace xmodal {
 namespace {
@@ -309,6 +310,10 @@ void knn_cpu(const float* queries, int64_t num_queries, const void* bank_data, B
   XMODAL_CHECK(num_queries >= 0 && dim >= 1, "knn: invalid shapes Q=", num_queries, " D=", dim);
   XMODAL_CHECK(k >= 1 && k <= bank_size, "k must be in [1, N=", bank_size, "]; got ", k);
   if (num_queries == 0) return;
+  if (dim <= kKnnTreeMaxDim && bank_type == BankType::f32 && bank_size < (int64_t{1} << 31)) {  // point sets
+    knn_tree_cpu(queries, num_queries, static_cast<const float*>(bank_data), bank_size, dim, k, dist, idx);
+    return;
+  }
   const Bank bank(bank_data, bank_type, bank_size, dim);
   const bool low_dim = dim <= kLowDim;
 

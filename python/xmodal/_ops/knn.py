@@ -23,7 +23,8 @@ def knn(queries, bank, k: int) -> KnnResult:
     the lower bank index first. The CPU path screens candidates with an sgemm (D > 4) or direct
     differences (D <= 4) in float32 and re-ranks, in float64, every row that a proven float32
     error bound cannot exclude: the result is exact, not approximate. Memory is O(Q * k) plus
-    fixed-size tiles; the Q x N distance matrix is never formed.
+    fixed-size tiles; the Q x N distance matrix is never formed. For D <= 3 with a float32 bank
+    (point grouping) the CPU path searches a KD-tree instead, with the same result.
 
     Args:
         queries: (Q, D) floating array, numpy or torch (CPU or CUDA).

@@ -36,6 +36,8 @@ __all__ = [
     "EfficientNetLite0",
     "WideResNet50",
     "LoadReport",
+    "FeatureExtractor",
+    "Features",
 ]
 
 _LAZY = {
@@ -48,6 +50,8 @@ _LAZY = {
     "EfficientNetLite0": "efficientnet",
     "WideResNet50": "resnet",
     "LoadReport": "_checkpoint",
+    "FeatureExtractor": "extractor",
+    "Features": "extractor",
 }
 
 

@@ -398,7 +398,8 @@ def _fill_holes(depth: np.ndarray, iterations: int) -> np.ndarray:
     return out
 
 
-def depth_image(xyz, threshold: float = 0.005, fill_iterations: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def depth_image(xyz, threshold: float = 0.005, fill_iterations: int = 2,
+                background: str = "corners") -> tuple[np.ndarray, np.ndarray]:
     """BridgeNet's depth image and foreground mask of an organized cloud.
 
     The background plane goes through the mean valid points p1, p2, p3 of the top-left,
@@ -415,6 +416,10 @@ def depth_image(xyz, threshold: float = 0.005, fill_iterations: int = 2) -> tupl
         xyz: (H, W, 3) organized cloud (numpy), (0, 0, 0) = missing.
         threshold: plane distance of the foreground (metres).
         fill_iterations: hole-filling rounds.
+        background: "corners" (BridgeNet: the plane through the corner points is background),
+            "missing" (the cloud's background was already removed, as in the MVTec 3D-AD
+            preprocessing: every valid point is foreground) or "auto" (corners when all three
+            corner blocks hold points, else missing).
 
     Returns:
         (depth (H, W) float32 in [0, 1], foreground (H, W) bool before hole filling).
@@ -428,17 +433,26 @@ def depth_image(xyz, threshold: float = 0.005, fill_iterations: int = 2) -> tupl
         count = np.count_nonzero(block[..., 2])
         return block.reshape(-1, 3).sum(axis=0) / (count + 1e-12)
 
-    p1, p2, p3 = corner(xyz[:3, :3]), corner(xyz[:3, -3:]), corner(xyz[-3:, :3])
-    normal = np.cross(p3 - p1, p2 - p1)
-    norm = np.linalg.norm(normal)
-    if not norm > 0:
-        msg = "xyz: the three corner points used for the background plane are missing or collinear"
+    if background not in ("corners", "missing", "auto"):
+        msg = f"background must be 'corners', 'missing' or 'auto'; got {background!r}"
         raise ValueError(msg)
     z = xyz[..., 2]
-    foreground = (np.abs(xyz @ normal - normal @ p3) / norm > threshold) & (z != 0)
-    foreground = _shift_reduce(_shift_reduce(foreground, 3, np.logical_or, False), 3, np.logical_and, True)
-    foreground = _shift_reduce(_shift_reduce(foreground, 2, np.logical_or, False), 2, np.logical_and, True)
-    foreground &= z != 0
+    blocks = (xyz[:3, :3], xyz[:3, -3:], xyz[-3:, :3])
+    if background == "auto":
+        background = "corners" if all(np.count_nonzero(b[..., 2]) for b in blocks) else "missing"
+    if background == "missing":
+        foreground = np.all(xyz != 0, axis=-1)
+    else:
+        p1, p2, p3 = (corner(b) for b in blocks)
+        normal = np.cross(p3 - p1, p2 - p1)
+        norm = np.linalg.norm(normal)
+        if not norm > 0:
+            msg = "xyz: the three corner points used for the background plane are missing or collinear"
+            raise ValueError(msg)
+        foreground = (np.abs(xyz @ normal - normal @ p3) / norm > threshold) & (z != 0)
+        foreground = _shift_reduce(_shift_reduce(foreground, 3, np.logical_or, False), 3, np.logical_and, True)
+        foreground = _shift_reduce(_shift_reduce(foreground, 2, np.logical_or, False), 2, np.logical_and, True)
+        foreground &= z != 0
     depth = np.zeros_like(z)
     if foreground.any():
         low, high = z[foreground].min(), z[foreground].max()

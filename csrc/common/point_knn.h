@@ -14,6 +14,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/check.h"
 #include "common/parallel.h"
 #include "common/point_math.h"
 #include "common/point_tree.h"
@@ -77,6 +78,9 @@ class TreeKnn {
     limit_ = bound;
     limited_ = false;
     if (tree_.size() > 0) visit(0, Metric::lower_bound(tree_, tree_.nodes()[0], qx, qy, qz));
+    // Cannot fail when `bound` is valid and k <= N; a backstop before touching memory.
+    XMODAL_CHECK(static_cast<int64_t>(found_.size()) >= k_, "point kNN: internal error, ", found_.size(),
+                 " candidates for k=", k_);
     const auto kth = found_.begin() + k_;
     std::nth_element(found_.begin(), kth - 1, found_.end(), ranks_before);
     std::sort(found_.begin(), kth, ranks_before);

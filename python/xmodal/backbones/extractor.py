@@ -18,7 +18,7 @@ kernels:
   the depth image of the resized cloud (:func:`xmodal.data.preprocess.depth_image`,
   background = the corner plane when the corners hold points, else the already removed
   background), as a 3-channel image through the same kind of 2D backbone. Foreground = cells
-  holding a valid point.
+  holding a point of the object (off the background plane).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class FeatureExtractor:
                 "rgb_channels": self.rgb_channels, "xyz_channels": self.xyz_channels}
         for key, module in (("rgb_weights", self.rgb_backbone), ("xyz_weights", self.xyz_backbone)):
             report = getattr(module, "load_report", None)
-            info[key] = getattr(report, "source", None) if report is not None else None
+            info[key] = report.path if report is not None else "random"
         if hasattr(self.rgb_backbone, "implementation"):
             info["vit_implementation"] = self.rgb_backbone.implementation
         return info
@@ -175,9 +175,9 @@ class FeatureExtractor:
 
         images, valid = [], []
         for cloud in clouds:
-            depth, _ = depth_image(cloud, background="auto")
+            depth, foreground = depth_image(cloud, background="auto")
             images.append(np.repeat(depth[..., None], 3, axis=2))
-            valid.append(np.all(cloud != 0, axis=-1))
+            valid.append(foreground)
         feats = self._cnn_or_vit(self._images(images, self.xyz_backbone), self.xyz_backbone)
         valid_t = torch.from_numpy(np.stack(valid)).to(self.device)
         return _resize(feats, self.xyz_grid), valid_t

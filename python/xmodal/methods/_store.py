@@ -1,0 +1,63 @@
+"""Training-feature store: foreground rows of every training image, extracted once.
+
+Rows live in memory until ``max_bytes`` would be exceeded, then every further image goes to
+float32 ``.npy`` memory maps in a private temporary folder (removed by ``close``), so a
+training set larger than RAM still trains without re-running the backbones every epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+
+class FeatureStore:
+    def __init__(self, max_bytes: int = 4 << 30, directory: str | os.PathLike | None = None):
+        self.max_bytes = int(max_bytes)
+        self._parent = directory
+        self._dir: str | None = None
+        self._items: list[tuple[np.ndarray, ...]] = []
+        self.memory_bytes = 0
+        self.disk_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, *arrays: np.ndarray) -> None:
+        size = sum(a.nbytes for a in arrays)
+        if self.memory_bytes + size <= self.max_bytes:
+            self._items.append(tuple(np.ascontiguousarray(a, dtype=np.float32) for a in arrays))
+            self.memory_bytes += size
+            return
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="xmodal-features-", dir=self._parent)
+        stored = []
+        for j, a in enumerate(arrays):
+            path = os.path.join(self._dir, f"{len(self._items):06d}-{j}.npy")
+            np.save(path, np.ascontiguousarray(a, dtype=np.float32))
+            stored.append(np.load(path, mmap_mode="r"))
+        self._items.append(tuple(stored))
+        self.disk_bytes += size
+
+    def rows(self, indices) -> tuple[np.ndarray, ...]:
+        """The stored arrays of the given images, concatenated row-wise (one array per slot)."""
+        parts = [self._items[i] for i in indices]
+        return tuple(np.concatenate([p[j] for p in parts]) for j in range(len(parts[0])))
+
+    def row_count(self) -> int:
+        return sum(int(item[0].shape[0]) for item in self._items)
+
+    def close(self) -> None:
+        self._items = []
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __del__(self):  # best effort: the folder is temporary
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -6,9 +6,11 @@ evaluation protocol. numpy or torch arrays in, the same kind out.
 """
 
 from ._backend import build_info, cuda_available, get_num_threads, set_num_threads
+from . import data, methods
+from .evaluation import evaluate
 from .memory_bank import MemoryBank
+from .methods import load
 from .ops import coreset, greedy_coreset, knn
-from . import data  # noqa: E402  (xmodal.data without a separate import)
 
 __version__ = build_info()["version"]
 
@@ -18,8 +20,12 @@ __all__ = [
     "build_info",
     "coreset",
     "cuda_available",
+    "data",
+    "evaluate",
     "get_num_threads",
     "greedy_coreset",
     "knn",
+    "load",
+    "methods",
     "set_num_threads",
 ]

@@ -135,6 +135,19 @@ class Detector:
         """Scores several samples (methods override this where batching pays off)."""
         return [self.predict(s) for s in samples]
 
+    def target_mask(self, sample) -> np.ndarray:
+        """The sample's ground truth in the geometry of ``predict(...).map`` (bool): what the
+        evaluation compares the map with. Default: nearest resize to the map size, > 0.5."""
+        from ..data.preprocess import resize_gt
+
+        return resize_gt(sample.mask(), self.map_size)
+
+    map_size: ClassVar[int] = 224
+
+    def map_on_image(self, result: AnomalyResult, sample) -> np.ndarray:
+        """``result.map`` in the geometry of the sample's own image: (H, W) float32."""
+        return result.map_at(sample.shape)
+
     def _require_fitted(self) -> None:
         if not self.fitted:
             msg = f"this {type(self).__name__} is not fitted: call fit(samples) or xmodal.load(path) first"

@@ -268,6 +268,23 @@ class CFM(Detector):
                 out.extend(self._score(feats, i) for i in range(feats.rgb.shape[0]))
         return out
 
+    def target_mask(self, sample) -> np.ndarray:
+        """Ground truth as CFM's loader prepares it: square pad (when ``square_pad``), nearest
+        resize to 224, > 0.5, matching the geometry of the RGB input and of the map."""
+        from ..data.preprocess import resize_gt
+
+        return resize_gt(sample.mask(), GRID, square=self.config["square_pad"])
+
+    def map_on_image(self, result: AnomalyResult, sample) -> np.ndarray:
+        """The map back on the sample's image: undo the square pad, then resize."""
+        if not self.config["square_pad"]:
+            return result.map_at(sample.shape)
+        h, w = sample.shape
+        side = max(h, w)
+        square = result.map_at((side, side))
+        top, left = (side - h) // 2, (side - w) // 2
+        return np.ascontiguousarray(square[top : top + h, left : left + w])
+
     # --- persistence ------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
         state = {}

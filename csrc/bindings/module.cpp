@@ -39,4 +39,7 @@ NB_MODULE(_C, m) {
 
   xmodal::bindings::bind_knn(m);
   xmodal::bindings::bind_coreset(m);
+  xmodal::bindings::bind_ccl(m);
+  xmodal::bindings::bind_pro(m);
+  xmodal::bindings::bind_auroc(m);
 }

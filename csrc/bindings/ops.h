@@ -7,5 +7,8 @@ namespace xmodal::bindings {
 
 void bind_knn(nanobind::module_& m);
 void bind_coreset(nanobind::module_& m);
+void bind_ccl(nanobind::module_& m);
+void bind_pro(nanobind::module_& m);
+void bind_auroc(nanobind::module_& m);
 
 }  // namespace xmodal::bindings

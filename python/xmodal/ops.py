@@ -7,10 +7,17 @@ the argument, what was expected and what was received.
 
 from ._ops.coreset import coreset, greedy_coreset
 from ._ops.knn import KnnResult, knn
+from ._ops.auroc import auroc
+from ._ops.ccl import connected_components
+from ._ops.pro import aupro, pro_curve
 
 __all__ = [
     "KnnResult",
     "coreset",
     "greedy_coreset",
     "knn",
+    "aupro",
+    "auroc",
+    "connected_components",
+    "pro_curve",
 ]

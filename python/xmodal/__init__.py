@@ -8,6 +8,7 @@ evaluation protocol. numpy or torch arrays in, the same kind out.
 from ._backend import build_info, cuda_available, get_num_threads, set_num_threads
 from .memory_bank import MemoryBank
 from .ops import coreset, greedy_coreset, knn
+from . import metrics  # noqa: E402  (xmodal.metrics: evaluation protocol and reports)
 
 __version__ = build_info()["version"]
 

@@ -79,8 +79,8 @@ double auroc_typed(const std::vector<ScoreChunk>& chunks) {
     errors.run([&] {
       const Piece& piece = pieces[static_cast<size_t>(p)];
       std::vector<int64_t> cursor = layout.cursor[static_cast<size_t>(p)];
-      Key block_keys[kBlock];
-      uint32_t block_codes[kBlock];
+      Key block_keys[kBlock + 16];
+      uint32_t block_codes[kBlock + 16];
       for (int64_t start = 0, n = piece.end - piece.begin; start < n; start += kBlock) {
         const int64_t kept = select_block(scores_of(piece) + start, labels_of(piece) + start,
                                           std::min(kBlock, n - start), wanted, block_keys, block_codes);

@@ -242,8 +242,8 @@ WorkVector<OkItem> gather_ok(const Survey<Score>& sv, const BucketLayout& layout
   for (int64_t p = 0; p < sv.num_parts(); ++p) {
     errors.run([&] {
       std::vector<int64_t> cursor = layout.cursor[static_cast<size_t>(p)];
-      Key keys[kBlock];
-      uint32_t codes[kBlock];
+      Key keys[kBlock + 16];
+      uint32_t codes[kBlock + 16];
       for (int64_t i = sv.bounds[p]; i < sv.bounds[p + 1]; ++i) {
         const Image<Score>& im = sv.images[i];
         const uint32_t image = static_cast<uint32_t>(i);
@@ -420,6 +420,10 @@ void pro_curve_typed(const std::vector<MapBatch>& batches, int64_t num_threshold
   }
   const BucketLayout layout = make_layout(sv.hists, sv.cum, [](int64_t b) { return b < kNumBuckets; });
   const WorkVector<Key> ok = gather_ok<Key>(sv, layout);
+  // At most one point per item plus the two ends; capacity that is never written is never
+  // resident, so this costs no memory, only the reallocations it avoids.
+  fpr.reserve(ok.size() + sv.regions.size() + 2);
+  pro.reserve(ok.size() + sv.regions.size() + 2);
   const double* weight = sv.weight.data();
   walk_exact_items(ok, sv.regions, [](Key) { return int64_t{1}; }, [weight](uint32_t r) { return weight[r]; },
                    sv.n_ok, static_cast<double>(sv.weight.size()), sink);

@@ -43,4 +43,7 @@ NB_MODULE(_C, m) {
   xmodal::bindings::bind_ransac(m);
   xmodal::bindings::bind_dbscan(m);
   xmodal::bindings::bind_pointcloud(m);
+  xmodal::bindings::bind_ccl(m);
+  xmodal::bindings::bind_pro(m);
+  xmodal::bindings::bind_auroc(m);
 }

@@ -11,5 +11,8 @@ void bind_mlp(nanobind::module_& m);
 void bind_ransac(nanobind::module_& m);
 void bind_dbscan(nanobind::module_& m);
 void bind_pointcloud(nanobind::module_& m);
+void bind_ccl(nanobind::module_& m);
+void bind_pro(nanobind::module_& m);
+void bind_auroc(nanobind::module_& m);
 
 }  // namespace xmodal::bindings

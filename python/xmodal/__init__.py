@@ -6,7 +6,7 @@ evaluation protocol. numpy or torch arrays in, the same kind out.
 """
 
 from ._backend import build_info, cuda_available, get_num_threads, set_num_threads
-from . import data, methods
+from . import data, methods, metrics
 from .evaluation import evaluate
 from .memory_bank import MemoryBank
 from .methods import load
@@ -27,5 +27,6 @@ __all__ = [
     "knn",
     "load",
     "methods",
+    "metrics",
     "set_num_threads",
 ]

@@ -11,21 +11,28 @@ from ._ops.knn import KnnResult, knn
 from ._ops.mlp import CrossmodalDiscrepancy, crossmodal_discrepancy, mlp
 from ._ops.ransac import PlaneResult, ransac_plane
 from ._ops.pointcloud import Groups, farthest_point_sample, group_points, points_to_grid, three_nn_interpolate
+from ._ops.auroc import auroc
+from ._ops.ccl import connected_components
+from ._ops.pro import aupro, pro_curve
 
 __all__ = [
     "CrossmodalDiscrepancy",
+    "Groups",
     "KnnResult",
     "PlaneResult",
+    "aupro",
+    "auroc",
+    "connected_components",
     "coreset",
     "crossmodal_discrepancy",
     "dbscan",
+    "farthest_point_sample",
     "greedy_coreset",
+    "group_points",
     "knn",
     "mlp",
-    "ransac_plane",
-    "Groups",
-    "farthest_point_sample",
-    "group_points",
-    "three_nn_interpolate",
     "points_to_grid",
+    "pro_curve",
+    "ransac_plane",
+    "three_nn_interpolate",
 ]

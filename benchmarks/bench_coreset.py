@@ -16,7 +16,10 @@ constant); xmodal always runs the full selection. Run with `--full` to run every
 from __future__ import annotations
 
 import argparse
+import os
 import time
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # anomalib's per-step progress bar
 
 import numpy as np
 

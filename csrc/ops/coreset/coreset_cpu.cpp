@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/distance.h"
 #include "common/parallel.h"
 #include "ops/coreset/coreset.h"
 
@@ -25,16 +26,6 @@ namespace {
 constexpr double kSelected = -1.0;           // running minimum of points already chosen
 constexpr double kPruneMargin = 1.0 + 1e-6;  // >> float64 rounding of the squared distances
 constexpr int64_t kMinRowsPerThread = 2048;  // below this a second thread costs more than it saves
-
-inline double squared_distance(const float* a, const float* b, int64_t dim) {
-  double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t d = 0; d < dim; ++d) {
-    const double diff = static_cast<double>(a[d]) - static_cast<double>(b[d]);
-    sum += diff * diff;
-  }
-  return sum;
-}
 
 // The farthest unselected point of a cluster: largest running minimum, then lowest index.
 struct Farthest {
@@ -113,7 +104,7 @@ void greedy_coreset_cpu(const float* x, int64_t num_points, int64_t dim, int64_t
 #pragma omp for schedule(static)
       for (int64_t j = 0; j < newest; ++j) {
         const Farthest& f = farthest[static_cast<size_t>(j)];
-        const double gap = squared_distance(x + idx[j] * dim, z, dim);
+        const double gap = squared_distance_f64(x + idx[j] * dim, z, dim);
         rescan[static_cast<size_t>(j)] = !(gap > 4.0 * f.value * kPruneMargin);
       }
 #pragma omp single
@@ -138,7 +129,7 @@ void greedy_coreset_cpu(const float* x, int64_t num_points, int64_t dim, int64_t
           owner[static_cast<size_t>(i)] = newest;
           continue;
         }
-        const double d = squared_distance(x + i * dim, z, dim);
+        const double d = squared_distance_f64(x + i * dim, z, dim);
         if (d < m) {
           m = d;
           o = newest;

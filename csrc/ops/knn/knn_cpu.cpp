@@ -5,6 +5,7 @@
 
 #include "common/blas.h"
 #include "common/check.h"
+#include "common/distance.h"
 #include "common/half.h"
 #include "common/parallel.h"
 #include "ops/knn/knn.h"
@@ -125,16 +126,6 @@ class Bank {
   int64_t size_, dim_;
 };
 
-double exact_squared_distance(const float* a, const float* b, int64_t dim) {
-  double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t d = 0; d < dim; ++d) {
-    const double diff = static_cast<double>(a[d]) - static_cast<double>(b[d]);
-    sum += diff * diff;
-  }
-  return sum;
-}
-
 // Squared norms of all bank rows (float32 values, computed in float64) and their maximum norm.
 std::vector<float> bank_squared_norms(const Bank& bank, double& max_norm) {
   std::vector<float> norms(static_cast<size_t>(bank.size()));
@@ -168,6 +159,16 @@ std::vector<float> bank_squared_norms(const Bank& bank, double& max_norm) {
 struct WorkItem {
   int64_t query_begin, query_end, bank_begin, bank_end;
 };
+
+// Final pruning of a work item's lists; their candidates move to found[query * parts + part].
+void hand_over(std::vector<CandidateList>& lists, const WorkItem& item, int64_t part, int64_t parts,
+               std::vector<std::vector<Candidate>>& found) {
+  for (int64_t r = 0; r < item.query_end - item.query_begin; ++r) {
+    CandidateList& list = lists[static_cast<size_t>(r)];
+    list.prune();
+    found[static_cast<size_t>((item.query_begin + r) * parts + part)].swap(list.items());
+  }
+}
 
 // Query blocks x bank parts; the bank is split only when there are too few query blocks to
 // keep every thread busy (few queries against a large bank).
@@ -240,12 +241,7 @@ void screen_with_gemm(const float* queries, const Bank& bank, int64_t k,
           scan_scores(row_scores, count, t0, lists[static_cast<size_t>(r)]);
         }
       }
-      const int64_t part = static_cast<int64_t>(w) % parts;
-      for (int64_t r = 0; r < rows; ++r) {
-        CandidateList& list = lists[static_cast<size_t>(r)];
-        list.prune();
-        found[static_cast<size_t>((item.query_begin + r) * parts + part)].swap(list.items());
-      }
+      hand_over(lists, item, static_cast<int64_t>(w) % parts, parts, found);
     });
   }
   errors.rethrow();
@@ -292,12 +288,7 @@ void screen_low_dim(const float* queries, const Bank& bank, int64_t k,
           scan_scores(scores.data(), count, t0, lists[static_cast<size_t>(r)]);
         }
       }
-      const int64_t part = static_cast<int64_t>(w) % parts;
-      for (int64_t r = 0; r < rows; ++r) {
-        CandidateList& list = lists[static_cast<size_t>(r)];
-        list.prune();
-        found[static_cast<size_t>((item.query_begin + r) * parts + part)].swap(list.items());
-      }
+      hand_over(lists, item, static_cast<int64_t>(w) % parts, parts, found);
     });
   }
   errors.rethrow();
@@ -341,7 +332,7 @@ void knn_cpu(const float* queries, int64_t num_queries, const void* bank_data, B
       const float* query = queries + q * dim;
       for (int64_t p = 0; p < parts; ++p) {
         for (const Candidate& c : found[static_cast<size_t>(q * parts + p)]) {
-          const double d2 = exact_squared_distance(query, bank.rows(c.index, 1, row_scratch), dim);
+          const double d2 = squared_distance_f64(query, bank.rows(c.index, 1, row_scratch), dim);
           exact.push_back({static_cast<float>(std::sqrt(d2)), c.index});
         }
         std::vector<Candidate>().swap(found[static_cast<size_t>(q * parts + p)]);

@@ -88,8 +88,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--full", action="store_true", help="run the peers to completion")
     parser.add_argument("--peer-steps", type=int, default=500)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 200_000], help="numbers of features N")
     args = parser.parse_args()
-    sizes = [5_000] if args.quick else [50_000, 200_000]
+    sizes = [5_000] if args.quick else args.sizes
     dim, ratio, start = 1152, 0.1, 0
     rng = np.random.default_rng(0)
     threads = xmodal.get_num_threads()

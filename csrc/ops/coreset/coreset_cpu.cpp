@@ -37,31 +37,15 @@ struct Farthest {
   }
 };
 
-// Tournament tree over clusters: the root is the global farthest point; updating one cluster
-// costs O(log clusters) instead of a scan of all clusters per step.
-class FarthestTree {
- public:
-  explicit FarthestTree(int64_t leaves) {
-    size_ = 1;
-    while (size_ < leaves) size_ *= 2;
-    nodes_.assign(static_cast<size_t>(2 * size_), Farthest{});
-  }
+// A thread's partial farthest member of one cluster during one step; entries of other steps
+// count as empty, so nothing has to be reset between steps.
+struct StampedFarthest {
+  Farthest farthest;
+  int64_t step = -1;
+};
 
-  void set(int64_t leaf, const Farthest& value) {
-    size_t node = static_cast<size_t>(size_ + leaf);
-    nodes_[node] = value;
-    for (node /= 2; node >= 1; node /= 2) {
-      const Farthest& left = nodes_[2 * node];
-      const Farthest& right = nodes_[2 * node + 1];
-      nodes_[node] = right.beats(left) ? right : left;
-    }
-  }
-
-  const Farthest& best() const { return nodes_[1]; }
-
- private:
-  int64_t size_;
-  std::vector<Farthest> nodes_;
+struct alignas(64) ThreadBest {  // one cache line per thread: no false sharing
+  Farthest farthest;
 };
 
 }  // namespace
@@ -83,41 +67,38 @@ void greedy_coreset_cpu(const float* x, int64_t num_points, int64_t dim, int64_t
   // Per cluster: its farthest member (R^2 and index) and whether the newest center forces a rescan.
   std::vector<Farthest> farthest(static_cast<size_t>(n));
   std::vector<unsigned char> rescan(static_cast<size_t>(n), 0);
-  std::vector<int64_t> rescan_list;
-  rescan_list.reserve(static_cast<size_t>(n));
-  std::vector<std::vector<Farthest>> local(static_cast<size_t>(threads), std::vector<Farthest>(static_cast<size_t>(n)));
-  FarthestTree tree(n);
-  int64_t center = start;
+  std::vector<std::vector<StampedFarthest>> local(static_cast<size_t>(threads),
+                                                  std::vector<StampedFarthest>(static_cast<size_t>(n)));
+  std::vector<ThreadBest> thread_best(static_cast<size_t>(threads));
 
+  // One parallel region for the whole selection and three barriers per step. Rows are split
+  // into fixed contiguous slices (each stays in its thread's cache); clusters are dealt out
+  // cyclically (j = thread, thread + T, ...), and the thread that decides whether cluster j is
+  // rescanned is also the one that merges its farthest member afterwards.
 #pragma omp parallel num_threads(threads)
   {
-    const int thread = omp_get_thread_num();
+    const int thread = omp_get_thread_num(), team = omp_get_num_threads();
     int64_t row_begin, row_end;
-    chunk_range(num_points, omp_get_num_threads(), thread, row_begin, row_end);
-    std::vector<Farthest>& mine = local[static_cast<size_t>(thread)];
+    chunk_range(num_points, team, thread, row_begin, row_end);
+    std::vector<StampedFarthest>& mine = local[static_cast<size_t>(thread)];
+    int64_t center = start;
 
     for (int64_t step = 1; step < n; ++step) {
       const int64_t newest = step - 1;  // cluster of `center`, the point selected last
       const float* z = x + center * dim;
 
-      // 1. Clusters the newest center may take points from.
-#pragma omp for schedule(static)
-      for (int64_t j = 0; j < newest; ++j) {
-        const Farthest& f = farthest[static_cast<size_t>(j)];
+      // 1. Which of my clusters may the newest center take points from?
+      for (int64_t j = thread; j <= newest; j += team) {
+        if (j == newest) {
+          rescan[static_cast<size_t>(j)] = 1;
+          continue;
+        }
         const double gap = squared_distance_f64(x + idx[j] * dim, z, dim);
-        rescan[static_cast<size_t>(j)] = !(gap > 4.0 * f.value * kPruneMargin);
+        rescan[static_cast<size_t>(j)] = !(gap > 4.0 * farthest[static_cast<size_t>(j)].value * kPruneMargin);
       }
-#pragma omp single
-      {
-        rescan_list.clear();
-        for (int64_t j = 0; j < newest; ++j)
-          if (rescan[static_cast<size_t>(j)]) rescan_list.push_back(j);
-        rescan_list.push_back(newest);
-        rescan[static_cast<size_t>(newest)] = 1;
-      }
-      for (int64_t j : rescan_list) mine[static_cast<size_t>(j)] = Farthest{};
+#pragma omp barrier
 
-      // 2. One fused pass over the rows of the rescanned clusters: distance to the newest
+      // 2. One fused pass over my rows of the rescanned clusters: distance to the newest
       //    center, running minimum, ownership, and each cluster's farthest member.
       for (int64_t i = row_begin; i < row_end; ++i) {
         int64_t o = owner[static_cast<size_t>(i)];
@@ -136,26 +117,34 @@ void greedy_coreset_cpu(const float* x, int64_t num_points, int64_t dim, int64_t
           min_distance[static_cast<size_t>(i)] = m;
           owner[static_cast<size_t>(i)] = o;
         }
-        Farthest& f = mine[static_cast<size_t>(o)];
-        if (m > f.value) f = {m, i};  // rows ascend, so '>' keeps the lowest index on ties
+        StampedFarthest& f = mine[static_cast<size_t>(o)];
+        if (f.step != step) f = {Farthest{}, step};
+        if (m > f.farthest.value) f.farthest = {m, i};  // rows ascend: '>' keeps the lowest index on ties
       }
 #pragma omp barrier
 
-      // 3. Merge the threads' farthest members of the rescanned clusters.
-#pragma omp for schedule(static)
-      for (size_t t = 0; t < rescan_list.size(); ++t) {
-        const int64_t j = rescan_list[t];
-        Farthest best;
-        for (const std::vector<Farthest>& other : local)
-          if (other[static_cast<size_t>(j)].beats(best)) best = other[static_cast<size_t>(j)];
-        farthest[static_cast<size_t>(j)] = best;
+      // 3. Merge the threads' partial results for my rescanned clusters, then my clusters' best.
+      Farthest best;
+      for (int64_t j = thread; j <= newest; j += team) {
+        Farthest& cluster = farthest[static_cast<size_t>(j)];
+        if (rescan[static_cast<size_t>(j)]) {
+          cluster = Farthest{};
+          for (const std::vector<StampedFarthest>& other : local) {
+            const StampedFarthest& part = other[static_cast<size_t>(j)];
+            if (part.step == step && part.farthest.beats(cluster)) cluster = part.farthest;
+          }
+        }
+        if (cluster.beats(best)) best = cluster;
       }
-#pragma omp single
-      {
-        for (int64_t j : rescan_list) tree.set(j, farthest[static_cast<size_t>(j)]);
-        center = tree.best().index;
-        idx[step] = center;
-      }
+      thread_best[static_cast<size_t>(thread)].farthest = best;
+#pragma omp barrier
+
+      // 4. Every thread reduces the same T values identically: no further synchronisation.
+      Farthest chosen;
+      for (const ThreadBest& b : thread_best)
+        if (b.farthest.beats(chosen)) chosen = b.farthest;
+      center = chosen.index;
+      if (thread == 0) idx[step] = center;
     }
   }
 }

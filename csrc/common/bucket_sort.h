@@ -1,9 +1,10 @@
-// Sorting by 16-bit key buckets, the core of the CPU evaluation kernels. A first pass gives
-// every part of the input a histogram of the top 16 bits of its keys; a layout then fixes,
-// for the buckets an op needs, where each part writes its items (so parts scatter in
-// parallel without synchronisation and the result does not depend on scheduling); finally
-// each bucket is sorted on its remaining key bits, in cache for all but huge buckets.
-// Buckets an op does not need are never written or sorted: only their counts are used.
+// Sorting by key buckets, the core of the CPU evaluation kernels. Keys map monotonically to
+// 2^16 buckets (BucketMap, fitted to a sample of the data). A first pass gives every part of
+// the input a histogram of its buckets; a layout then fixes, for the buckets an op needs,
+// where each part writes its items (so parts scatter in parallel without synchronisation and
+// the result does not depend on scheduling); finally each slot (a run of buckets) is sorted,
+// in cache for all but huge ones. Buckets an op does not need are never written or sorted:
+// only their counts are used.
 #pragma once
 
 #if defined(__AVX512F__)

@@ -1,4 +1,4 @@
-// CPU AUROC on 16-bit key buckets (common/bucket_sort.h): one histogram pass counts positive
+// CPU AUROC on key buckets (common/bucket_sort.h): one histogram pass counts positive
 // and negative keys per bucket; a bucket holding only one class needs no order at all (its
 // contribution to U follows from counts), so only the keys of mixed buckets are gathered,
 // sorted per bucket and merged. For a detector that separates most pixels, that is a small

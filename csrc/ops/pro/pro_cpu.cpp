@@ -1,6 +1,6 @@
 // CPU PRO curve / AUPRO.
 //
-// Pass A (parallel over parts = runs of images): histogram of the OK keys' top 16 bits, OK
+// Pass A (parallel over parts = runs of images): histogram of the OK keys per bucket, OK
 // counts, and for images with anomalous pixels the union-find labels and the region pixels
 // as (key, region). Region pixels are few: they are merged and radix sorted.
 // Pass B gathers only the OK keys of the buckets the walk needs (common/bucket_sort.h):

@@ -142,6 +142,12 @@ inline int64_t select_block(const Score* scores, const uint8_t* flags, int64_t c
 }
 
 #if defined(__AVX512F__)
+// GCC 12's intrinsics pass an "undefined" vector through, which -Wmaybe-uninitialized
+// reports inside its own headers (a false positive); silence it for this function only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 // float32: 16 keys per step; the code set is tested with a gather from the bitmap and the
 // wanted keys and codes are compressed in registers (a compress straight to memory is slow
 // on some cores), then stored whole. The same arithmetic as descending_key / bucket_code.
@@ -173,6 +179,9 @@ inline int64_t select_block<float, uint32_t>(const float* scores, const uint8_t*
   }
   return kept + select_block_scalar(scores + i, flags + i, count - i, map, wanted, keys_out + kept, codes_out + kept);
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 // Where the items of the kept codes go. A slot is a run of adjacent kept codes (never

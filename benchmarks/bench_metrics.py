@@ -175,8 +175,16 @@ def bench_size(label, n, h, w, repeat, skip, rows, notes):
     def task(title, ours, peers):
         result, seconds, peak = run(ours, repeat)
         mine = result[0.3] if isinstance(result, dict) else (float(result) if np.isscalar(result) else None)
-        add_row(rows, label, title, "**xmodal**", seconds, peak, pixels, None, fmt(mine))
+        add_row(rows, label, title, f"**xmodal** ({xmodal.get_num_threads()} threads)", seconds, peak, pixels, None,
+                fmt(mine))
         print(f"{title:34s} xmodal {seconds:8.3f} s  {peak / pixels:5.1f} B/px", flush=True)
+        threads = xmodal.get_num_threads()
+        if threads > 1:  # the numpy / sklearn / scipy peers run on one core
+            xmodal.set_num_threads(1)
+            _, single, single_peak = run(ours, repeat)
+            xmodal.set_num_threads(threads)
+            add_row(rows, label, title, "xmodal, 1 thread", single, single_peak, pixels, seconds, "")
+            print(f"{title:34s} xmodal 1 thread {single:8.3f} s", flush=True)
         for name, fn, reason in peers:
             if fn is None or name in skip:
                 why = reason or "skipped (--skip)"
@@ -244,7 +252,7 @@ def write_readme(text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    parser.add_argument("--repeat", type=int, default=5, help="timed xmodal runs (median)")
+    parser.add_argument("--repeat", type=int, default=9, help="timed xmodal runs (median)")
     parser.add_argument("--skip", nargs="*", default=[], help="peer names to skip")
     parser.add_argument("--write-readme", action="store_true", help="replace the table in benchmarks/README.md")
     args = parser.parse_args()
@@ -260,8 +268,10 @@ def main() -> None:
         "",
         "`python benchmarks/bench_metrics.py` (peers from the `/work/peers` environment). Uniform-noise maps "
         "lifted inside the defects (normal and anomalous scores interleave: the hard case), boolean masks. "
-        "xmodal time: median of the runs after a warm-up; peers: one run. Peak extra memory: resident-set "
-        "high-water mark above the level before the call (glibc's mmap threshold is pinned so freed buffers leave the resident set). Δ: absolute difference from xmodal's value.",
+        "xmodal time: median of the runs after a warm-up, with all threads (the ratios) and with one "
+        "thread (the numpy, sklearn and scipy peers use one core; anomalib's torch uses all); peers: one "
+        "run. Peak extra memory: resident-set "
+        "high-water mark above the level before the call, outputs included (the labelling returns 4 bytes of int32 labels per pixel; the scipy and cv2 loops keep only the counts) (glibc's mmap threshold is pinned so freed buffers leave the resident set). Δ: absolute difference from xmodal's value.",
         "",
         _common.machine_line() + ". The machine is shared with other jobs: times are noisy, ratios "
         "come from the same process and inputs.",

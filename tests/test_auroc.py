@@ -93,3 +93,13 @@ def test_cuda_matches_cpu(rng):
     labels = rng.random(scores.shape) < 0.1
     got = xmodal.ops.auroc(torch.from_numpy(scores).cuda(), torch.from_numpy(labels).cuda())
     assert got == pytest.approx(xmodal.ops.auroc(scores, labels), abs=1e-12)
+
+
+def test_concentrated_scores_and_huge_tie_bucket(rng):
+    scores = (0.5 + 1e-4 * rng.random(300_000)).astype(np.float32)
+    labels = rng.random(300_000) < 0.3
+    assert xmodal.ops.auroc(scores, labels) == pytest.approx(sk(scores, labels), abs=1e-12)
+    ties = rng.random(2_400_000).astype(np.float32)
+    ties[rng.random(ties.size) < 0.6] = 0.25  # 1.4 M equal scores in one bucket, both classes
+    labels = rng.random(ties.size) < 0.5
+    assert xmodal.ops.auroc(ties, labels) == pytest.approx(sk(ties, labels), abs=1e-12)

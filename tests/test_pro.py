@@ -249,3 +249,20 @@ def test_cuda_matches_cpu(rng):
             a = xmodal.ops.aupro(torch.from_numpy(maps).cuda(), torch.from_numpy(masks).cuda(), num_thresholds=t)
             b = xmodal.ops.aupro(maps, masks, num_thresholds=t)
             assert a == pytest.approx(b, abs=1e-12)
+
+
+def test_concentrated_scores(rng):
+    # All scores within [0.5, 0.5005]: one top-16-bit float bucket; the fitted bucket map must
+    # still give exact results (and spread them over many buckets).
+    masks = blob_masks(rng, 6, 40, 40)
+    maps = (np.float32(0.5) + np.float32(0.0005) * anomaly_maps(rng, masks) / 2).astype(np.float32)
+    check_against_reference(maps, masks)
+
+
+def test_huge_tie_bucket_uses_the_parallel_sort(rng):
+    # 1.2 M OK pixels share one score: a single bucket larger than 2^20 items.
+    masks = blob_masks(rng, 4, 600, 600, p_defect=1.0, max_blobs=2)
+    maps = anomaly_maps(rng, masks, levels=1000)
+    tie = rng.random(maps.shape) < 0.85
+    maps[tie & ~masks] = 0.75
+    check_against_reference(maps, masks, thresholds=(None, 100))

@@ -11,7 +11,10 @@
 //
 // U is accumulated exactly in 128-bit integers (2U = sum over tie groups of
 // p_g * (2 * negatives_below + n_g)), so the only rounding is the final division.
-// Memory (float32): 8 bytes per element (keys + radix scratch).
+// The CPU path histograms both classes per key bucket: buckets holding one class only add
+// to U from their counts; only the keys of buckets holding both are gathered and sorted
+// (common/bucket_sort.h). Memory (float32): at most 8 bytes per element, less the better the
+// classes separate.
 #pragma once
 
 #include <cstdint>

@@ -1,9 +1,10 @@
-// CPU AUROC on 16-bit key buckets (common/bucket_sort.h): one histogram pass counts positive
+// CPU AUROC on key buckets (common/bucket_sort.h): one histogram pass counts positive
 // and negative keys per bucket; a bucket holding only one class needs no order at all (its
 // contribution to U follows from counts), so only the keys of mixed buckets are gathered,
 // sorted per bucket and merged. For a detector that separates most pixels, that is a small
 // fraction of the data.
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "common/bucket_sort.h"
@@ -40,6 +41,9 @@ double auroc_typed(const std::vector<ScoreChunk>& chunks) {
   const std::vector<Piece> pieces = make_pieces(chunks);
   const int64_t num_pieces = static_cast<int64_t>(pieces.size());
   std::vector<Histogram> hists(pieces.size());
+  std::vector<std::pair<const Score*, int64_t>> spans;
+  for (const ScoreChunk& c : chunks) spans.emplace_back(static_cast<const Score*>(c.scores), c.size);
+  const BucketMap<Key> map = sample_bucket_map(spans);
   auto scores_of = [&](const Piece& piece) { return static_cast<const Score*>(chunks[piece.chunk].scores) + piece.begin; };
   auto labels_of = [&](const Piece& piece) { return chunks[piece.chunk].labels + piece.begin; };
   ParallelErrors errors;
@@ -52,7 +56,7 @@ double auroc_typed(const std::vector<ScoreChunk>& chunks) {
       Key not_finite = 0;
       for (int64_t start = 0, n = piece.end - piece.begin; start < n; start += kBlock) {
         histogram_block(scores_of(piece) + start, labels_of(piece) + start, std::min(kBlock, n - start), hist.data(),
-                        not_finite);
+                        map, not_finite);
       }
       XMODAL_CHECK(!not_finite, "scores contain NaN or infinite values");
     });
@@ -73,7 +77,7 @@ double auroc_typed(const std::vector<ScoreChunk>& chunks) {
     return pos_in(b) > 0 && neg_in(b) > 0;
   });
   WorkVector<Key> keys(static_cast<size_t>(layout.size()));
-  const CodeSet wanted = layout.codes();
+  const CodeSet& wanted = layout.wanted;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t p = 0; p < num_pieces; ++p) {
     errors.run([&] {
@@ -83,7 +87,7 @@ double auroc_typed(const std::vector<ScoreChunk>& chunks) {
       uint32_t block_codes[kBlock + 16];
       for (int64_t start = 0, n = piece.end - piece.begin; start < n; start += kBlock) {
         const int64_t kept = select_block(scores_of(piece) + start, labels_of(piece) + start,
-                                          std::min(kBlock, n - start), wanted, block_keys, block_codes);
+                                          std::min(kBlock, n - start), map, wanted, block_keys, block_codes);
         for (int64_t q = 0; q < kept; ++q) keys[cursor[layout.slot_of[block_codes[q]]]++] = block_keys[q];
       }
     });
@@ -100,9 +104,8 @@ double auroc_typed(const std::vector<ScoreChunk>& chunks) {
     if (pos > 0 && neg == 0) {
       twice_u += static_cast<unsigned __int128>(pos) * static_cast<unsigned __int128>(2 * (num_neg - above));
     } else if (pos > 0) {
-      const int32_t neg_slot = layout.slot_of[b], pos_slot = layout.slot_of[kNumBuckets + b];
-      const Key* n_first = keys.data() + layout.begin[neg_slot];
-      const Key* p_first = keys.data() + layout.begin[pos_slot];
+      const Key* n_first = keys.data() + layout.offset(b, cum);
+      const Key* p_first = keys.data() + layout.offset(kNumBuckets + b, cum);
       int64_t i = 0, j = 0;
       while (i < pos) {
         const Key v = p_first[i];

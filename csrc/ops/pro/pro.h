@@ -22,16 +22,21 @@
 // AUPRO(limit) = trapezoid(fpr, pro, x_max = limit) / limit, with MVTec's trapezoid: linear
 // interpolation at the limit when the limit is not itself a curve x value (curve.h).
 //
-// Both curves reduce to one pass that splits OK keys from region pixels (union-find labels
-// give each region pixel its weight), radix sorts and one merge walk: no per-region loop.
-// PRO sums are float64 (the exact curve accumulates like the original's cumsum, the sampled
-// one with compensated summation), so results agree with the original code to ~1e-13.
-// For AUPRO only the OK scores above the rank the largest limit needs are sorted (found from
-// a 16-bit histogram of the OK keys).
+// Both curves reduce to sorting by key buckets, prefix sums and binary searches: no
+// per-region loop (pro_cpu.cpp, common/bucket_sort.h). Pass A histograms the OK keys per
+// bucket and labels the regions (union-find) to get every region pixel's weight 1/|region|;
+// pass B gathers only the OK keys of the buckets the walk needs (exact AUPRO: buckets above
+// the rank the largest limit needs that also hold a region pixel, since the curve is flat
+// between region pixels; sampled: the buckets of the threshold ranks), sorts them per bucket,
+// and one walk produces the points. PRO sums are float64 (the exact curve accumulates like the
+// original's cumsum, the sampled one with compensated summation), so results agree with the
+// original code to ~1e-13.
 //
-// Memory (float32 scores): 8 bytes per sorted OK key (key + radix scratch; about 8 * 0.3 per
-// OK pixel for AUPRO at limit 0.3) plus 16 bytes per anomalous pixel, plus one int32 label
-// buffer per thread of the largest image. float64 scores double the key part.
+// Memory (float32 scores, CPU): 2 x 4 bytes per gathered OK key (at most the top 30 % of the
+// OK pixels for AUPRO at 30 %; all of them for the full exact curve, which also returns 16
+// bytes per point), 16 bytes per anomalous pixel, 512 KiB of histogram per part (4 parts per
+// thread), one int32 label buffer per thread of the largest image. float64 scores double the
+// key part.
 #pragma once
 
 #include <cstdint>

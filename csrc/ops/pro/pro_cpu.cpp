@@ -1,6 +1,6 @@
 // CPU PRO curve / AUPRO.
 //
-// Pass A (parallel over parts = runs of images): histogram of the OK keys' top 16 bits, OK
+// Pass A (parallel over parts = runs of images): histogram of the OK keys per bucket, OK
 // counts, and for images with anomalous pixels the union-find labels and the region pixels
 // as (key, region). Region pixels are few: they are merged and radix sorted.
 // Pass B gathers only the OK keys of the buckets the walk needs (common/bucket_sort.h):
@@ -16,6 +16,7 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "common/bucket_sort.h"
@@ -119,8 +120,8 @@ struct Part {
 // Pass A over one image: the histogram, the raster indices of the anomalous pixels, their
 // labels and (key, region) pairs.
 template <typename Score, typename Key>
-void survey_image(const Image<Score>& im, uint32_t image, Part<Key>& part, std::vector<int32_t>& work,
-                  std::vector<int32_t>& foreground, int64_t& image_ok) {
+void survey_image(const Image<Score>& im, uint32_t image, const BucketMap<Key>& map, Part<Key>& part,
+                  std::vector<int32_t>& work, std::vector<int32_t>& foreground, int64_t& image_ok) {
   const int64_t n = im.pixels();
   if (static_cast<int64_t>(work.size()) < n) {
     work.resize(static_cast<size_t>(n));
@@ -133,7 +134,7 @@ void survey_image(const Image<Score>& im, uint32_t image, Part<Key>& part, std::
   for (int64_t start = 0; start < n; start += kBlock) {
     const int64_t count = std::min(kBlock, n - start);
     const uint8_t* m = im.mask + start;
-    if (histogram_block(im.scores + start, m, count, hist, not_finite) == 0) continue;
+    if (histogram_block(im.scores + start, m, count, hist, map, not_finite) == 0) continue;
     for (int64_t i = 0; i < count; ++i) {
       fg[anomalous] = static_cast<int32_t>(start + i);
       anomalous += m[i] != 0;
@@ -162,6 +163,7 @@ struct Survey {
   using Key = typename KeyOf<Score>::type;
   std::vector<Image<Score>> images;
   std::vector<int64_t> bounds;        // part p = images [bounds[p], bounds[p + 1])
+  BucketMap<Key> map;                // key -> bucket, fitted to a sample of the scores
   std::vector<Part<Key>> parts;
   std::vector<const Histogram*> hists;
   std::vector<int64_t> cum;           // OK keys in buckets < b
@@ -182,6 +184,9 @@ Survey<Score> survey(const std::vector<MapBatch>& batches) {
   const int64_t parts = static_cast<int64_t>(sv.bounds.size()) - 1;
   sv.parts.resize(static_cast<size_t>(parts));
   sv.image_ok.assign(sv.images.size(), 0);
+  std::vector<std::pair<const Score*, int64_t>> spans;
+  for (const auto& im : sv.images) spans.emplace_back(im.scores, im.pixels());
+  sv.map = sample_bucket_map(spans);
   ParallelErrors errors;
 #pragma omp parallel
   {
@@ -192,7 +197,7 @@ Survey<Score> survey(const std::vector<MapBatch>& batches) {
         Part<Key>& part = sv.parts[static_cast<size_t>(p)];
         part.hist.assign(static_cast<size_t>(kNumCodes), 0);
         for (int64_t i = sv.bounds[p]; i < sv.bounds[p + 1]; ++i) {
-          survey_image(sv.images[i], static_cast<uint32_t>(i), part, work, foreground, sv.image_ok[i]);
+          survey_image(sv.images[i], static_cast<uint32_t>(i), sv.map, part, work, foreground, sv.image_ok[i]);
         }
       });
     }
@@ -236,7 +241,7 @@ WorkVector<OkItem> gather_ok(const Survey<Score>& sv, const BucketLayout& layout
   using Key = typename KeyOf<Score>::type;
   WorkVector<OkItem> items(static_cast<size_t>(layout.size()));
   const int32_t* slot_of = layout.slot_of.data();
-  const CodeSet wanted = layout.codes();
+  const CodeSet& wanted = layout.wanted;
   ParallelErrors errors;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t p = 0; p < sv.num_parts(); ++p) {
@@ -249,7 +254,7 @@ WorkVector<OkItem> gather_ok(const Survey<Score>& sv, const BucketLayout& layout
         const uint32_t image = static_cast<uint32_t>(i);
         for (int64_t start = 0, n = im.pixels(); start < n; start += kBlock) {
           const int64_t kept =
-              select_block(im.scores + start, im.mask + start, std::min(kBlock, n - start), wanted, keys, codes);
+              select_block(im.scores + start, im.mask + start, std::min(kBlock, n - start), sv.map, wanted, keys, codes);
           for (int64_t q = 0; q < kept; ++q) make_item(keys[q], image, items[cursor[slot_of[codes[q]]]++]);
         }
       }
@@ -298,16 +303,15 @@ void walk_exact_counts(const Survey<Score>& sv, const BucketLayout& layout, cons
   const auto& regions = sv.regions;
   for (size_t j = 0; j < regions.size();) {
     const Key v = regions[j].key;
-    const int64_t b = bucket_of(v);
+    const int64_t b = sv.map(v);
     if (b > max_bucket) {
       if (kept_end > passed && sink.add(exact_fpr(kept_end, n_ok), y)) return;
       throw std::logic_error("PRO: the gathered OK scores ended before the integration limit");
     }
     int64_t below = sv.cum[b], equal = 0;
-    const int32_t slot = layout.slot_of[b];
-    if (slot >= 0) {
-      const Key* first = ok.data() + layout.begin[slot];
-      const Key* last = ok.data() + layout.begin[slot + 1];
+    if (layout.slot_of[b] >= 0) {  // else the bucket holds no OK key
+      const Key* first = ok.data() + layout.offset(b, sv.cum);
+      const Key* last = first + (sv.cum[b + 1] - sv.cum[b]);
       const Key* lo = std::lower_bound(first, last, v);
       const Key* hi = std::upper_bound(lo, last, v);
       below += lo - first;
@@ -397,9 +401,8 @@ void sampled_curve(const Survey<Score>& sv, int64_t num_thresholds, double max_l
   const WorkVector<Key> ok = gather_ok<Key>(sv, layout);
   auto threshold_key = [&](int64_t from_top) {
     const int64_t b = bucket_of_rank(sv.cum, from_top);
-    const int32_t slot = layout.slot_of[b];
-    if (slot < 0) throw std::logic_error("PRO: a threshold rank falls outside the gathered buckets");
-    return ok[layout.begin[slot] + (from_top - sv.cum[b])];
+    if (layout.slot_of[b] < 0) throw std::logic_error("PRO: a threshold rank falls outside the gathered buckets");
+    return ok[layout.offset(b, sv.cum) + (from_top - sv.cum[b])];
   };
   const double* weight = sv.weight.data();
   walk_sampled(sv.regions, threshold_key, [weight](uint32_t r) { return weight[r]; }, sv.n_ok,
@@ -443,7 +446,7 @@ void aupro_typed(const std::vector<MapBatch>& batches, int64_t num_thresholds, c
     const int64_t need = needed_ok_exact(sink.max_limit(), sv.n_ok);
     const int64_t max_bucket = need >= sv.n_ok ? kNumBuckets - 1 : bucket_of_rank(sv.cum, need - 1);
     std::vector<char> has_region(static_cast<size_t>(kNumBuckets), 0);
-    for (const auto& r : sv.regions) has_region[bucket_of(r.key)] = 1;
+    for (const auto& r : sv.regions) has_region[sv.map(r.key)] = 1;
     const BucketLayout layout =
         make_layout(sv.hists, sv.cum, [&](int64_t b) { return b <= max_bucket && has_region[b]; });
     const WorkVector<Key> ok = gather_ok<Key>(sv, layout);

@@ -38,14 +38,12 @@ def torch_scorer(m23, m32):
     return score
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
+def scorer_table(quick: bool = False) -> str:
+    """Runs the comparison; returns the Markdown table (and a note when torch.compile failed)."""
     threads = xmodal.get_num_threads()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    rows = 4096 if args.quick else 224 * 224
+    rows = 4096 if quick else 224 * 224
     m23, m32 = cfm_mlp(768, 1152), cfm_mlp(1152, 768)
     rng = np.random.default_rng(0)
     f2d = torch.from_numpy(rng.standard_normal((rows, 768)).astype(np.float32))
@@ -76,11 +74,19 @@ def main() -> None:
         got = xmodal.ops.crossmodal_discrepancy(f2d, f3d, m23, m32, mask)
         err = max(float((got.d_2d - ref[0]).abs().max()), float((got.d_3d - ref[1]).abs().max()))
         table[-1 - len(peers)][0] += f" (max diff vs eager {err:.1e})"
-    print("## bench_scorer\n")
-    print(machine_line() + f"; {threads} threads for every library\n")
-    print(markdown_table(["input", "implementation", "time", "peer time / xmodal time", "activation memory"], table))
+    text = markdown_table(["input", "implementation", "time", "peer time / xmodal time", "activation memory"], table)
     if compiled is None:
-        print(f"\ntorch.compile unavailable: {compile_error}")
+        text += f"\n\ntorch.compile unavailable: {compile_error}"
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    print("## bench_scorer\n")
+    print(machine_line() + f"; {xmodal.get_num_threads()} threads for every library\n")
+    print(scorer_table(args.quick))
 
 
 if __name__ == "__main__":

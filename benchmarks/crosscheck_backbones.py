@@ -49,6 +49,34 @@ def row(name, what, diff, scale, t_peer, t_ours):
             f"{t_peer / t_ours:.2f}×"]
 
 
+def save_vit_checkpoint(peer, folder: str) -> str:
+    """Writes a timm ViT's weights where xmodal's ``dino_vitb8`` looks for them; returns the path."""
+    from safetensors.torch import save_file
+
+    path = os.path.join(folder, "vit_base_patch8_224.dino.safetensors")
+    save_file({k: v.contiguous() for k, v in peer.state_dict().items()}, path)
+    return path
+
+
+def save_pointmae_checkpoint(peer, folder: str) -> str:
+    """Gives the Point-MAE encoder ``peer`` (anomalib CFM's ``PointTransformer``) non-trivial
+    BatchNorm statistics (so a BN mix-up would show) and writes its weights in the official
+    ``pretrain.pth`` layout (``base_model``, ``module.MAE_encoder.`` prefix, plus decoder keys
+    both loaders must ignore) where xmodal looks for them; returns the path."""
+    with torch.no_grad():
+        for m in peer.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    enc = {f"module.MAE_encoder.{k}": v for k, v in peer.state_dict().items()}
+    enc["module.mask_token"] = torch.zeros(1, 1, 384)
+    enc["module.MAE_decoder.norm.weight"] = torch.ones(384)
+    enc["module.increase_dim.0.weight"] = torch.zeros(96, 384, 1)
+    path = os.path.join(folder, "pointmae_pretrain.pth")
+    torch.save({"base_model": enc, "epoch": 300}, path)
+    return path
+
+
 def wide_resnet(tmp, rows):
     import torchvision
 
@@ -79,12 +107,10 @@ def wide_resnet(tmp, rows):
 
 def vit(tmp, rows):
     import timm
-    from safetensors.torch import save_file
 
     torch.manual_seed(0)
     peer = timm.create_model("vit_base_patch8_224.dino", pretrained=False).eval()
-    path = os.path.join(tmp, "vit_base_patch8_224.dino.safetensors")
-    save_file({k: v.contiguous() for k, v in peer.state_dict().items()}, path)
+    path = save_vit_checkpoint(peer, tmp)
     x = torch.randn(1, 3, 224, 224)
     for impl in ("builtin", "timm"):
         for depth in (12, 4):
@@ -137,17 +163,7 @@ def pointmae(tmp, rows):
 
     torch.manual_seed(0)
     peer = PointTransformer(group_size=128, num_group=1024)
-    with torch.no_grad():
-        for m in peer.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    enc = {f"module.MAE_encoder.{k}": v for k, v in peer.state_dict().items()}
-    enc["module.mask_token"] = torch.zeros(1, 1, 384)
-    enc["module.MAE_decoder.norm.weight"] = torch.ones(384)
-    enc["module.increase_dim.0.weight"] = torch.zeros(96, 384, 1)
-    path = os.path.join(tmp, "pointmae_pretrain.pth")
-    torch.save({"base_model": enc, "epoch": 300}, path)
+    path = save_pointmae_checkpoint(peer, tmp)
     peer.load_model_from_ckpt(path)
     ours = backbones.create("pointmae", weights_dir=tmp)
     print("Point-MAE ignored keys:", ours.load_report.ignored)

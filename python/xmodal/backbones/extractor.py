@@ -147,8 +147,8 @@ class FeatureExtractor:
         clouds = [resize_organized(s.xyz, INPUT_SIZE) for s in batch]
         rgb = self._rgb_features(batch)
         if self.xyz_name == "pointmae":
-            xyz = torch.stack([self._pointmae_grid(c) for c in clouds])
-            foreground = xyz.abs().sum(dim=1) != 0
+            xyz = _stack_channels_last([self._pointmae_grid(c) for c in clouds])
+            foreground = (xyz != 0).any(dim=1)  # the reference's "pooled feature sums to 0" test
         else:
             xyz, valid = self._depth_features(clouds)
             foreground = _downsample_any(valid, self.xyz_grid)
@@ -197,15 +197,42 @@ class FeatureExtractor:
         feats = self.xyz_backbone(groups.neighbourhoods[None], groups.centers[None])[0]  # (1152, G)
         per_point = ops.three_nn_interpolate(points, groups.centers, feats.T.contiguous())
         pix = torch.from_numpy(pixels).to(self.device)
-        grid = ops.points_to_grid(per_point, pix, INPUT_SIZE, INPUT_SIZE, out_size=self.xyz_grid)
-        assert grid.shape[0] == channels
-        return grid
+        grid = ops.points_to_grid(per_point, pix, INPUT_SIZE, INPUT_SIZE, out_size=self.xyz_grid, channels_last=True)
+        assert grid.shape[-1] == channels
+        return grid.permute(2, 0, 1)
+
+
+# Feature maps leave the extractor as (B, C, G, G) views of channels-last memory: the methods
+# read one pixel's feature vector as a contiguous row (``reshape(C, -1).T`` is then a view), so
+# the 1152 x 224 x 224 grid is never transposed into a second copy.
+
+
+def _stack_channels_last(maps: list[torch.Tensor]) -> torch.Tensor:
+    """(C, H, W) views of channels-last memory -> (B, C, H, W), channels-last; no copy for B = 1."""
+    if len(maps) == 1:
+        return maps[0][None]
+    return torch.stack([m.permute(1, 2, 0) for m in maps]).permute(0, 3, 1, 2)
+
+
+def _linear_weights(size_in: int, size_out: int, like: torch.Tensor) -> torch.Tensor:
+    """(size_out, size_in): torch's 1D linear-interpolation weights (align_corners=False),
+    read off by interpolating the identity, so they are exactly the ones F.interpolate uses."""
+    eye = torch.eye(size_in, dtype=like.dtype, device=like.device)[None]
+    return F.interpolate(eye, size=size_out, mode="linear", align_corners=False)[0].T.contiguous()
 
 
 def _resize(feats: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize (align_corners=False) of (B, C, H, W) to (B, C, size, size), channels-last.
+
+    Separable, as two small matrix products on the channels-last layout: F.interpolate would be
+    several times slower on the ViT's token-major output and return channels-first memory.
+    """
     if feats.shape[-1] == size and feats.shape[-2] == size:
         return feats
-    return F.interpolate(feats, size=(size, size), mode="bilinear", align_corners=False)
+    b, c, h, w = feats.shape
+    rows = torch.matmul(_linear_weights(w, size, feats), feats.permute(0, 2, 3, 1))  # (B, H, size, C)
+    out = torch.matmul(_linear_weights(h, size, feats), rows.reshape(b, h, size * c))  # (B, size, size * C)
+    return out.reshape(b, size, size, c).permute(0, 3, 1, 2)
 
 
 def _downsample_any(mask: torch.Tensor, size: int) -> torch.Tensor:

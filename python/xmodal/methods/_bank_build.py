@@ -93,12 +93,15 @@ class BankBuilder:
         self.matrix = projection_matrix(max(max_rows, 1), dim, projection, proj_dim, rng) if ratio is not None else None
         self.proj_dim = dim if self.matrix is None else self.matrix.shape[0]
         self.chunk_rows = None if chunk_rows is None else max(1, int(chunk_rows))
+        # Without a projection (ratio None, or features narrower than the JL dimension) the
+        # selection runs on the raw rows themselves: no second copy, no file.
+        self.projected = self.matrix is not None
         if self.chunk_rows is None:
-            self._file = _RowFile(dim, spill_dir)
+            self._file = _RowFile(dim, spill_dir) if self.projected or ratio is None else None
             self._proj = np.empty((max(max_rows, 1), self.proj_dim), dtype=np.float32) if ratio is not None else None
         else:
             self._raw = np.empty((self.chunk_rows, dim), dtype=np.float32)
-            self._chunk_proj = np.empty((self.chunk_rows, self.proj_dim), dtype=np.float32)
+            self._chunk_proj = np.empty((self.chunk_rows, self.proj_dim), dtype=np.float32) if self.projected else self._raw
             self._fill = 0
             self._kept_raw: list[np.ndarray] = []
             self._kept_proj: list[np.ndarray] = []
@@ -124,7 +127,8 @@ class BankBuilder:
                     msg = f"more rows than announced: {end} > max_rows={self._proj.shape[0]}"
                     raise ValueError(msg)
                 self._proj[self.rows_seen : end] = self._project(rows)
-            self._file.write(rows)
+            if self._file is not None:
+                self._file.write(rows)
             self.rows_seen += rows.shape[0]
             return
         done = 0
@@ -132,7 +136,8 @@ class BankBuilder:
             take = min(rows.shape[0] - done, self.chunk_rows - self._fill)
             part = rows[done : done + take]
             self._raw[self._fill : self._fill + take] = part
-            self._chunk_proj[self._fill : self._fill + take] = self._project(part)
+            if self.projected:
+                self._chunk_proj[self._fill : self._fill + take] = self._project(part)
             self._fill += take
             done += take
             self.rows_seen += take
@@ -156,7 +161,7 @@ class BankBuilder:
             count = int(min(max(target - self._kept, 1), rows))
             chosen = greedy_coreset(self._chunk_proj[:rows], count, self._start(rows))
         self._kept_raw.append(self._raw[chosen].copy())
-        self._kept_proj.append(self._chunk_proj[chosen].copy())
+        self._kept_proj.append(self._chunk_proj[chosen].copy() if self.projected else self._kept_raw[-1])
         self._kept += len(chosen)
         self.chunks += 1
         self._fill = 0
@@ -188,9 +193,13 @@ class BankBuilder:
         if self.ratio is None:
             return self._file.read(np.arange(total))
         count = max(1, int(total * self.ratio))
-        idx = greedy_coreset(self._proj[:total], count, self._first_start % total)
+        idx = np.asarray(greedy_coreset(self._proj[:total], count, self._first_start % total))
+        if self._file is None:
+            bank = self._proj[idx]
+            self._proj = None
+            return bank
         self._proj = None
-        return self._file.read(np.asarray(idx))
+        return self._file.read(idx)
 
     def _finish_streaming(self) -> np.ndarray:
         self._reduce_chunk()
@@ -207,7 +216,8 @@ class BankBuilder:
         return raw[greedy_coreset(proj, count, 0)]
 
     def close(self) -> None:
-        if self.chunk_rows is None and self._file is not None:
-            self._file.close()
-            self._file = None
+        if self.chunk_rows is None:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
             self._proj = None

@@ -338,12 +338,9 @@ class PatchCore(Detector):
         proj_dims = {}
         for m in self.modalities:
             rows = num_images * cells[m]
-            if c["coreset_ratio"] is None:
-                proj_dims[m] = 0
-            elif c["projection"] == "sparse":
-                proj_dims[m] = min(jl_dimension(max(rows, 2)), dims[m])
-            else:
-                proj_dims[m] = min(c["proj_dim"], dims[m])
+            # bytes of the projected copy the coreset runs on (none when nothing is projected)
+            out = jl_dimension(max(rows, 2)) if c["projection"] == "sparse" else c["proj_dim"]
+            proj_dims[m] = out if c["coreset_ratio"] is not None and out < dims[m] else 0
         chunk_images = self._chunk_images(dims, cells, num_images, proj_dims)
         self.info["fit_mode"] = ("one-shot greedy coreset" if chunk_images is None else
                                  f"streaming merge-reduce coreset, chunks of {chunk_images} images")

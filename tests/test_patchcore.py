@@ -123,7 +123,7 @@ def _structured(rng, n, dim, latent=12, noise=0.01):
 
 @pytest.mark.parametrize("rank,candidates", [(None, 16), (16, 2), (32, 1)])
 def test_bank_search_equals_knn(rng, rank, candidates):
-    bank = torch.from_numpy(_structured(rng, 1500, 320))
+    bank = torch.from_numpy(_structured(rng, 2500, 320))
     bank[100] = bank[7]  # exact duplicate: the lower index must win
     queries = torch.from_numpy(_structured(rng, 300, 320))
     queries[:20] += 3 * torch.from_numpy(rng.standard_normal((20, 320)).astype(np.float32))  # anomalies

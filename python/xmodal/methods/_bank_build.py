@@ -45,14 +45,29 @@ class _RowFile:
         self.rows += rows.shape[0]
 
     def read(self, indices: np.ndarray) -> np.ndarray:
+        """Rows at ``indices``, in that order. Plain reads (no memory map, whose touched pages
+        would count as resident memory), one per run of consecutive rows."""
         self.file.flush()
-        order = np.argsort(indices, kind="stable")  # ascending offsets: sequential reads
+        indices = np.asarray(indices, dtype=np.int64)
         out = np.empty((indices.shape[0], self.dim), dtype=np.float32)
-        mapped = np.memmap(self.path, dtype=np.float32, mode="r", shape=(self.rows, self.dim))
-        try:
-            out[order] = mapped[indices[order]]
-        finally:
-            del mapped
+        if indices.shape[0] == 0:
+            return out
+        order = np.argsort(indices, kind="stable")
+        ordered = indices[order]
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        starts = np.concatenate([[0], breaks]).tolist()
+        ends = np.concatenate([breaks, [ordered.shape[0]]]).tolist()
+        row_bytes = self.dim * 4
+        with open(self.path, "rb") as f:
+            for start, end in zip(starts, ends):
+                for first in range(start, end, 4096):
+                    last = min(first + 4096, end)
+                    block = np.empty((last - first, self.dim), dtype=np.float32)
+                    f.seek(int(ordered[first]) * row_bytes)
+                    if f.readinto(memoryview(block).cast("B")) != block.nbytes:
+                        msg = f"temporary feature file {self.path} is shorter than expected"
+                        raise OSError(msg)
+                    out[order[first:last]] = block
         return out
 
     def close(self) -> None:
@@ -84,6 +99,7 @@ class BankBuilder:
     def __init__(self, dim: int, max_rows: int, ratio, projection="sparse", proj_dim: int = 128, seed: int = 0,
                  chunk_rows: int | None = None, oversample: float = 1.0, spill_dir=None):
         self.dim, self.ratio, self.oversample = int(dim), ratio, float(oversample)
+        self._max_rows = max_rows
         self.rows_seen = 0
         self.sum = 0.0
         self.sum_squares = 0.0
@@ -103,8 +119,15 @@ class BankBuilder:
             self._raw = np.empty((self.chunk_rows, dim), dtype=np.float32)
             self._chunk_proj = np.empty((self.chunk_rows, self.proj_dim), dtype=np.float32) if self.projected else self._raw
             self._fill = 0
-            self._kept_raw: list[np.ndarray] = []
-            self._kept_proj: list[np.ndarray] = []
+            # Kept rows are written in place: a bound on their number is reserved (untouched
+            # pages cost nothing), so finishing never concatenates a second copy.
+            if ratio is None:
+                capacity = max(max_rows, 1)
+            else:
+                chunks = -(-max(max_rows, 1) // self.chunk_rows)
+                capacity = max(1, int(self.oversample * ratio * max(max_rows, 1))) + chunks
+            self._kept_raw = np.empty((capacity, dim), dtype=np.float32)
+            self._kept_proj = np.empty((capacity, self.proj_dim), dtype=np.float32) if self.projected else self._kept_raw
             self._kept = 0
             self.chunks = 0
 
@@ -160,9 +183,14 @@ class BankBuilder:
             target = max(1, int(self.oversample * self.ratio * self.rows_seen))
             count = int(min(max(target - self._kept, 1), rows))
             chosen = greedy_coreset(self._chunk_proj[:rows], count, self._start(rows))
-        self._kept_raw.append(self._raw[chosen].copy())
-        self._kept_proj.append(self._chunk_proj[chosen].copy() if self.projected else self._kept_raw[-1])
-        self._kept += len(chosen)
+        end = self._kept + len(chosen)
+        if end > self._kept_raw.shape[0]:
+            msg = f"more rows than announced: max_rows={self._max_rows}"
+            raise ValueError(msg)
+        self._kept_raw[self._kept : end] = self._raw[chosen]
+        if self.projected:
+            self._kept_proj[self._kept : end] = self._chunk_proj[chosen]
+        self._kept = end
         self.chunks += 1
         self._fill = 0
 
@@ -204,16 +232,16 @@ class BankBuilder:
     def _finish_streaming(self) -> np.ndarray:
         self._reduce_chunk()
         self._raw = self._chunk_proj = None
-        raw = np.concatenate(self._kept_raw)
-        self._kept_raw = []
-        if self.ratio is None:
-            return raw
-        count = max(1, int(self.rows_seen * self.ratio))
-        if raw.shape[0] <= count:
-            return raw
-        proj = np.concatenate(self._kept_proj)
-        self._kept_proj = []
-        return raw[greedy_coreset(proj, count, 0)]
+        raw, proj, kept = self._kept_raw, self._kept_proj, self._kept
+        self._kept_raw = self._kept_proj = None
+        count = kept if self.ratio is None else max(1, int(self.rows_seen * self.ratio))
+        if kept > count:
+            # final reduce: greedy coreset of the union, compacted in place (ascending indices
+            # only ever move rows down), so the bank is a view of the kept rows, not a copy
+            chosen = np.sort(np.asarray(greedy_coreset(proj[:kept], count, 0)))
+            for first in range(0, count, 4096):  # block j reads rows >= j only: safe in place
+                raw[first : first + 4096] = raw[chosen[first : first + 4096]]
+        return raw[:count]
 
     def close(self) -> None:
         if self.chunk_rows is None:

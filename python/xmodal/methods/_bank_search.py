@@ -24,6 +24,7 @@ import torch
 _BOUND_MARGIN = 1e-5  # relative slack on the lower bound (float32 rounding is ~6e-8)
 _ACCEPT_MARGIN = 1e-6  # the winner must beat every excluded row by > 2 float32 ulps
 _CHUNK = 16  # queries per exact re-ranking block: its float64 temporaries stay in cache
+_MIN_ROWS = 2048  # below this the plain search is as fast as computing the bound
 
 
 def default_rank(dim: int) -> int:
@@ -48,7 +49,7 @@ class BankSearch:
         num, dim = self.bank.shape
         rank = default_rank(dim) if rank is None else int(rank)
         self.candidates = int(min(candidates, num))
-        self.rank = rank if (0 < rank and 4 * rank <= dim and num > 4 * self.candidates) else 0
+        self.rank = rank if (0 < rank and 4 * rank <= dim and num >= max(_MIN_ROWS, 4 * self.candidates)) else 0
         self.stats = {"queries": 0, "fallback": 0}
         if self.rank:
             self._build()
@@ -72,8 +73,10 @@ class BankSearch:
     def _augment(self, rows: torch.Tensor) -> torch.Tensor:
         centred = rows.double() - self.mean
         coords = centred @ self.basis
-        residual = torch.linalg.vector_norm(centred - coords @ self.basis.T, dim=1, keepdim=True)
-        return torch.cat([coords, residual], dim=1)
+        # |residual|^2 = |centred|^2 - |coords|^2 (orthonormal basis); float64 keeps the
+        # cancellation error ~1e-16 |centred|^2, far inside the bound's margin.
+        squares = centred.square().sum(1, keepdim=True) - coords.square().sum(1, keepdim=True)
+        return torch.cat([coords, squares.clamp_min(0).sqrt()], dim=1)
 
     def __call__(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(Q, D) float32 -> (distance (Q,) float32, bank index (Q,) int64) of the nearest row."""
@@ -89,8 +92,10 @@ class BankSearch:
         exact = torch.empty(cand.shape, dtype=torch.float64, device=queries.device)
         for start in range(0, queries.shape[0], _CHUNK):  # small blocks stay in cache
             block = slice(start, start + _CHUNK)
-            diff = self.bank[cand[block]].double() - queries[block].double()[:, None, :]
-            exact[block] = torch.linalg.vector_norm(diff, dim=2)
+            rows = cand[block]
+            diff = self.bank.index_select(0, rows.reshape(-1)).view(*rows.shape, -1).double()
+            diff -= queries[block].double()[:, None, :]
+            exact[block] = diff.square_().sum(dim=2).sqrt_()
         rounded = exact.float()
         dist = rounded.min(dim=1, keepdim=True).values
         # lowest bank index among the rows at the smallest float32 distance

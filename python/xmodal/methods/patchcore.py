@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -47,7 +48,7 @@ PAPER = {"rgb": "wide_resnet50_2", "xyz": "pointmae"}
 OFFLINE = {"rgb": "efficientnet_lite0", "xyz": "depth"}
 FUSIONS = ("sum", "ocsvm")
 MAP_SIZE = 224
-_GREEDY_BYTES_PER_ROW = 16  # the coreset kernel's running minimum (float64) and owner (int64)
+_GREEDY_BYTES_PER_ROW = 32  # the coreset kernel: running minimum, owner (16 B) + per-cluster state
 
 
 def parse_backbone(backbone) -> dict[str, str]:
@@ -285,21 +286,23 @@ class PatchCore(Detector):
         """Builds the memory bank(s) from good training samples.
 
         Args:
-            samples: iterable of good :class:`xmodal.data.Sample` (or (rgb, xyz) pairs).
+            samples: good :class:`xmodal.data.Sample` objects (or (rgb, xyz) pairs): a sequence
+                such as ``MVTec3D(root, category, "train")`` is read batch by batch (never all
+                in memory); any other iterable is first turned into a list.
         """
         import torch
 
-        from ..progress import progress
-
         c = self.config
-        samples = [as_sample(s) for s in samples]
-        if not samples:
+        if not isinstance(samples, Sequence) or isinstance(samples, (str, bytes)):
+            samples = list(samples)  # a Sequence (e.g. MVTec3D) is read lazily, batch by batch
+        if len(samples) == 0:
             msg = "samples must hold at least one training Sample; got none"
             raise ValueError(msg)
         spec = self._choose_backbones()
         self._log(f"backbones: {spec['choice']} ({spec['reason']}): {spec['names']}")
+        if self.info.get("backbone_spec") != spec:
+            self._extractor = None  # a refit with the same backbones keeps the loaded networks
         self.info = {"backbones": spec["choice"], "backbones_reason": spec["reason"], "backbone_spec": spec}
-        self._extractor = None
         self.fitted = False
         extractor = self.extractor
         self.info["features"] = extractor.describe()
@@ -308,13 +311,11 @@ class PatchCore(Detector):
         builders = self._builders(dims, cells, len(samples))
 
         started = time.perf_counter()
-        batch_size = c["batch_size"]
         try:
             with torch.no_grad():
-                for first in progress(range(0, len(samples), batch_size), "extracting training features",
-                                      enabled=c["progress"], total=-(-len(samples) // batch_size)):
-                    feats = self._features(samples[first : first + batch_size])
-                    for i in range(len(samples[first : first + batch_size])):
+                for batch in self._batches(samples, "extracting training features"):
+                    feats = self._features(batch)
+                    for i in range(len(batch)):
                         for m in self.modalities:
                             builders[m].add(self._rows(feats, m, i)[0].cpu().numpy())
             self.info["extraction_seconds"] = round(time.perf_counter() - started, 3)
@@ -330,6 +331,15 @@ class PatchCore(Detector):
             self._fit_late_fusion(samples)
             self.info["fusion_seconds"] = round(time.perf_counter() - started, 3)
         return self
+
+    def _batches(self, samples, description: str):
+        """Lists of at most ``batch_size`` Samples, read from ``samples`` as they are needed."""
+        from ..progress import progress
+
+        size = self.config["batch_size"]
+        for first in progress(range(0, len(samples), size), description, enabled=self.config["progress"],
+                              total=-(-len(samples) // size)):
+            yield [as_sample(samples[j]) for j in range(first, min(first + size, len(samples)))]
 
     def _builders(self, dims: dict, cells: dict, num_images: int) -> dict:
         from .._ops.coreset import jl_dimension
@@ -444,7 +454,6 @@ class PatchCore(Detector):
         """Second pass over the training images (as M3DM): fits the image and pixel OCSVMs."""
         import torch
 
-        from ..progress import progress
         from ._late_fusion import fit_ocsvm
 
         c = self.config
@@ -452,9 +461,7 @@ class PatchCore(Detector):
         per_image = min(MAP_SIZE * MAP_SIZE, max(1, c["ocsvm_max_pixels"] // len(samples)))
         images, pixels = [], []
         with torch.no_grad():
-            for first in progress(range(0, len(samples), c["batch_size"]), "scoring training images for fusion",
-                                  enabled=c["progress"], total=-(-len(samples) // c["batch_size"])):
-                batch = samples[first : first + c["batch_size"]]
+            for batch in self._batches(samples, "scoring training images for fusion"):
                 feats = self._features(batch)
                 for i in range(len(batch)):
                     image, pix = self._score_vectors(feats, i)

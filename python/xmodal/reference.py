@@ -523,3 +523,48 @@ def auroc(scores, labels):
     positives = int(y.sum())
     negatives = len(s) - positives
     return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+# --- PatchCore scoring -----------------------------------------------------------------------
+
+
+def patchcore_score(patches, bank, num_neighbors: int = 9, reweight: str = "paper", eps: float = 0.0,
+                    scale: float = 1.0):
+    """PatchCore's patch scores and re-weighted image score, in float64.
+
+    Patch score = distance to the nearest bank row (float64, rounded to float32 like
+    :func:`knn`; ties to the lower bank index). m_test = first patch with the largest score,
+    s* = scale * its score, m* = its nearest bank row, N = the ``num_neighbors`` bank rows
+    nearest to m* (by :func:`knn`), d_j = scale * ||m_test - N_j||.
+
+    - "paper" (PatchCore Eq. 7, anomalib): s = (1 - exp(d_0) / sum_j exp(d_j)) * s*, and s*
+      when only one neighbour is used.
+    - "m3dm": drop N_0 (m* itself), D = sqrt(feature dim):
+      s = (1 - exp(s* / D) / (sum_{j >= 1} exp(d_j / D) + eps)) * s*.
+    - "none": s*.
+
+    Returns (image score float, patch scores (Q,) float32 unscaled).
+    """
+    p = np.asarray(patches, dtype=np.float64)
+    b = np.asarray(bank, dtype=np.float64)
+    if p.shape[0] == 0:
+        return 0.0, np.zeros(0, dtype=np.float32)
+    dist, idx = knn(p, b, 1)
+    dist, idx = dist[:, 0], idx[:, 0]
+    top = int(np.argmax(dist))
+    s_star = float(dist[top]) * scale
+    k = min(num_neighbors, b.shape[0])
+    if reweight == "none" or (reweight == "paper" and k == 1):
+        return s_star, dist
+    _, support = knn(b[idx[top]][None], b, k)
+    support = support[0]
+    d = np.array([np.sqrt(((p[top] - b[j]) ** 2).sum()) for j in support]) * scale
+    if reweight == "paper":
+        weight = 1.0 - np.exp(d[0] - d.max()) / sum(np.exp(v - d.max()) for v in d)
+        return weight * s_star, dist
+    if len(support) == 1:
+        return s_star, dist
+    root = np.sqrt(p.shape[1])
+    numerator = np.exp(s_star / root)
+    denominator = sum(np.exp(v / root) for v in d[1:]) + eps
+    return (1.0 - numerator / denominator) * s_star, dist

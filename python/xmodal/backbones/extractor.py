@@ -41,15 +41,15 @@ class Features:
     """Aligned features of a batch of samples.
 
     Attributes:
-        rgb: (B, C_rgb, G, G) float32.
-        xyz: (B, C_xyz, G3, G3) float32 (G3 = ``xyz_grid``).
+        rgb: (B, C_rgb, G, G) float32 (None when "rgb" was not asked for).
+        xyz: (B, C_xyz, G3, G3) float32 (G3 = ``xyz_grid``; None when "xyz" was not asked for).
         foreground: (B, G3, G3) bool: cells with 3D data (background cells of the reference
-            code have an all-zero 3D feature).
+            code have an all-zero 3D feature); None with ``xyz``.
     """
 
-    rgb: torch.Tensor
-    xyz: torch.Tensor
-    foreground: torch.Tensor
+    rgb: torch.Tensor | None
+    xyz: torch.Tensor | None
+    foreground: torch.Tensor | None
 
 
 class FeatureExtractor:
@@ -130,9 +130,18 @@ class FeatureExtractor:
 
     # --- extraction ------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, samples) -> Features:
-        """Features of one Sample or a list of Samples (processed as one batch)."""
+    def __call__(self, samples, modalities=("rgb", "xyz")) -> Features:
+        """Features of one Sample or a list of Samples (processed as one batch).
+
+        ``modalities`` names the feature maps to compute, "rgb" and/or "xyz"; the others are
+        None in the result (single-modality methods skip the other backbone's cost).
+        """
         from ..data import Sample
+
+        modalities = (modalities,) if isinstance(modalities, str) else tuple(modalities)
+        if not modalities or any(m not in ("rgb", "xyz") for m in modalities):
+            msg = f"modalities must be a non-empty subset of ('rgb', 'xyz'); got {modalities!r}"
+            raise ValueError(msg)
 
         batch = [samples] if isinstance(samples, Sample) else list(samples)
         if not batch:
@@ -144,8 +153,10 @@ class FeatureExtractor:
                 raise TypeError(msg)
         from ..data.preprocess import resize_organized
 
+        rgb = self._rgb_features(batch) if "rgb" in modalities else None
+        if "xyz" not in modalities:
+            return Features(rgb=rgb, xyz=None, foreground=None)
         clouds = [resize_organized(s.xyz, INPUT_SIZE) for s in batch]
-        rgb = self._rgb_features(batch)
         if self.xyz_name == "pointmae":
             xyz = _stack_channels_last([self._pointmae_grid(c) for c in clouds])
             foreground = (xyz != 0).any(dim=1)  # the reference's "pooled feature sums to 0" test

@@ -8,8 +8,10 @@
 
 from .base import AnomalyResult, Detector, as_sample, load, method_names, register
 from .cfm import CFM
+from .patchcore import PatchCore
 
 __all__ = ["CFM", "AnomalyResult", "Detector", "as_sample", "load", "method_names", "register", "create"]
+__all__ += ["PatchCore"]
 
 
 def create(method: str, **options) -> Detector:

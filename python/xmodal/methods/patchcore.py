@@ -1,0 +1,518 @@
+"""PatchCore (Roth et al., CVPR 2022) on RGB, on 3D, and on both with M3DM-style banks.
+
+Each modality keeps a memory bank of normal patch features, a greedy coreset of the training
+patches. A test patch's anomaly score is its distance to the nearest bank row; the image score
+is the largest patch score re-weighted by how isolated its match is (PatchCore's Eq. 7, or
+M3DM's variant), and the map is the patch-score grid upsampled bilinearly to 224 x 224 and
+smoothed with a Gaussian of sigma 4. With ``modality="rgb+xyz"`` there is one bank per
+modality (M3DM's "DINO+Point_MAE" mode) and the two scores are combined by a weighted sum or by
+M3DM's learned late fusion (a one-class SVM on [xyz, rgb] score vectors). Facts followed:
+``shared/reference/methods.md`` §1.7 and §3, ``shared/reference/anomalib.md`` §1.
+
+Differences from the reference code, on purpose:
+
+- Maps are blurred in float (:func:`xmodal.methods._maps.gaussian_blur`, kernel
+  2*int(4*sigma+0.5)+1, reflect padding); M3DM and G2SF quantise each map to 256 levels of its
+  maximum and use PIL's box-filter approximation of the Gaussian, so their maps have ties that
+  ours do not.
+- 3D banks hold the foreground cells only (cells with 3D data); test cells without 3D data
+  score 0. M3DM keeps background rows (all-zero Point-MAE features) and appends one zero row,
+  which gives those cells distance 0 as well.
+- Standardisation (M3DM's scalar ``(x - mean) / std``) uses each bank's own statistics; M3DM
+  mixes the xyz and rgb statistics up (§3.3). Distances are simply divided by the std.
+- Training features never sit in memory all at once: see :mod:`._bank_build` (exact one-shot
+  selection with raw rows in a temporary file, or a streaming merge-reduce coreset when
+  ``max_memory`` is given).
+- Nearest-neighbour search is exact (:mod:`._bank_search`); the reference code uses
+  ``torch.cdist`` (float32, expanded form).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from ._backbones import resolve
+from ._bank_build import BankBuilder
+from ._patch_score import check_reweight, image_score
+from .base import AnomalyResult, Detector, as_sample, register
+
+MODALITIES = {"rgb": ("rgb",), "xyz": ("xyz",), "rgb+xyz": ("rgb", "xyz")}
+RGB_NAMES = ("wide_resnet50_2", "efficientnet_lite0", "dino_vitb8")
+XYZ_NAMES = ("pointmae", "depth")
+PAPER = {"rgb": "wide_resnet50_2", "xyz": "pointmae"}
+OFFLINE = {"rgb": "efficientnet_lite0", "xyz": "depth"}
+FUSIONS = ("sum", "ocsvm")
+MAP_SIZE = 224
+_GREEDY_BYTES_PER_ROW = 32  # the coreset kernel: running minimum, owner (16 B) + per-cluster state
+
+
+def parse_backbone(backbone) -> dict[str, str]:
+    """``None`` -> {}; ``"wide_resnet50_2"``, ``"pointmae"``, ``"dino_vitb8+pointmae"``… ->
+    {"rgb": ..., "xyz": ...} (the parts that were named)."""
+    if backbone is None:
+        return {}
+    if not isinstance(backbone, str) or not backbone:
+        msg = f"backbone must be None or a string such as 'wide_resnet50_2+pointmae'; got {backbone!r}"
+        raise TypeError(msg) if not isinstance(backbone, str) else ValueError(msg)
+    names: dict[str, str] = {}
+    for part in backbone.split("+"):
+        kind = "rgb" if part in RGB_NAMES else "xyz" if part in XYZ_NAMES else None
+        if kind is None or kind in names:
+            msg = (f"backbone must be '<rgb>', '<xyz>' or '<rgb>+<xyz>' with <rgb> in {RGB_NAMES} and <xyz> in "
+                   f"{XYZ_NAMES}; got {backbone!r}")
+            raise ValueError(msg)
+        names[kind] = part
+    return names
+
+
+def _check_number(name: str, value, low: float, high: float | None = None, *, low_open: bool = False,
+                  allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
+    if not ok:
+        bounds = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
+        msg = f"{name} must be a number in {bounds}{' or None' if allow_none else ''}; got {value!r}"
+        raise ValueError(msg)
+
+
+@register
+class PatchCore(Detector):
+    """PatchCore memory-bank detector for RGB, 3D or both.
+
+    Args:
+        modality: "rgb", "xyz" or "rgb+xyz" (one bank per modality).
+        backbones: "auto" (paper backbones when their weight files are found, else offline),
+            "paper" (WideResNet-50 layer2+layer3 with 3x3 aggregation for RGB, on a 28x28 grid;
+            Point-MAE on the 56x56 grid for xyz) or "offline" (EfficientNet-Lite0 on the RGB
+            image and on the depth image, 28x28). Only the weights the modality needs are
+            looked for.
+        backbone: explicit override, "<rgb>", "<xyz>" or "<rgb>+<xyz>" with <rgb> one of
+            "wide_resnet50_2", "efficientnet_lite0", "dino_vitb8" and <xyz> "pointmae" or
+            "depth" (e.g. "dino_vitb8+pointmae", M3DM's pair). Named parts replace what
+            ``backbones`` would choose; parts not named still come from ``backbones``. The
+            depth image is read by the RGB network (named or chosen); with modality "xyz" and
+            "depth", that network is the named <rgb> part, else EfficientNet-Lite0.
+        weights_dir: folder with backbone weight files (else ``$XMODAL_WEIGHTS``).
+        device: "cpu" or "cuda[:N]" (backbones, banks and search).
+        coreset_ratio: fraction of the training patches kept per bank (0.1 as in PatchCore /
+            M3DM); None keeps them all.
+        projection: "sparse" (JL very sparse projection at eps 0.9, anomalib / M3DM) or
+            "linear" (PatchCore's random linear map to ``proj_dim``) for the coreset selection.
+        proj_dim: output dimension of the "linear" projection.
+        reweight: image score: "paper" (Eq. 7, anomalib), "m3dm" (D = sqrt(dim)) or "none".
+        num_neighbors: support set of the re-weighting (None: 9 for "paper" as anomalib, 3 for
+            "m3dm").
+        reweight_eps: added to the "m3dm" denominator (M3DM's single-modality scorers: 1e-5).
+        fusion: rgb+xyz only: "sum" (M3DM "DINO+Point_MAE": weighted sum of scores and maps)
+            or "ocsvm" (M3DM's late fusion; needs scikit-learn at fit time only).
+        xyz_weight, rgb_weight: weights of the two modalities before fusion (M3DM's lambdas;
+            its defaults are 1.0 and 0.1).
+        standardize: divide each modality's distances by the std of its training features
+            (M3DM's scalar normalisation); None: only when two banks are fused.
+        sigma: Gaussian smoothing of the 224x224 maps (0: none).
+        max_memory: bytes for the training feature store (banks + one streaming chunk); None
+            selects the exact one-shot coreset (projected rows in RAM, raw rows in a
+            temporary file). Backbone activations are not counted.
+        batch_size: images per backbone batch.
+        seed: coreset start and projection, random backbone weights, OCSVM ``random_state``.
+        progress: progress bars and the backbone announcement on stderr.
+        random_weights: backbones with random weights (tests and benchmarks only).
+        grid, xyz_grid: feature grid sides (defaults 28 and 56 for Point-MAE / 28 for depth).
+        num_group, group_size, reference_fps, reference_train_mode: Point-MAE options (see
+            :class:`xmodal.backbones.FeatureExtractor`).
+        tmp_dir: folder for the one-shot mode's temporary feature file.
+        ocsvm_max_pixels: pixel vectors the pixel-level OCSVM is fitted on (a seeded uniform
+            sample when the training maps hold more; M3DM uses every pixel).
+    """
+
+    method = "patchcore"
+
+    def __init__(self, modality: str = "rgb+xyz", backbones: str = "auto", backbone=None, weights_dir=None,
+                 device: str = "cpu", coreset_ratio=0.1, projection: str = "sparse", proj_dim: int = 128,
+                 reweight: str = "paper", num_neighbors=None, reweight_eps: float = 0.0, fusion: str = "sum",
+                 xyz_weight: float = 1.0, rgb_weight: float = 1.0, standardize=None, sigma: float = 4.0,
+                 max_memory=None, batch_size: int = 8, seed: int = 0, progress: bool = True,
+                 random_weights: bool = False, grid: int = 28, xyz_grid=None, num_group: int = 1024,
+                 group_size: int = 128, reference_fps: bool = False, reference_train_mode: bool = False,
+                 tmp_dir=None, ocsvm_max_pixels: int = 2_000_000):
+        if modality not in MODALITIES:
+            msg = f"modality must be one of {tuple(MODALITIES)}; got {modality!r}"
+            raise ValueError(msg)
+        if backbones not in ("auto", "paper", "offline"):
+            msg = f"backbones must be one of ('auto', 'paper', 'offline'); got {backbones!r}"
+            raise ValueError(msg)
+        parse_backbone(backbone)
+        _check_number("coreset_ratio", coreset_ratio, 0, 1, low_open=True, allow_none=True)
+        if projection not in ("sparse", "linear"):
+            msg = f"projection must be 'sparse' or 'linear'; got {projection!r}"
+            raise ValueError(msg)
+        num_neighbors = check_reweight(reweight, num_neighbors)
+        _check_number("reweight_eps", reweight_eps, 0)
+        if fusion not in FUSIONS:
+            msg = f"fusion must be one of {FUSIONS}; got {fusion!r}"
+            raise ValueError(msg)
+        if fusion == "ocsvm" and modality != "rgb+xyz":
+            msg = f"fusion='ocsvm' combines two banks and needs modality='rgb+xyz'; got modality={modality!r}"
+            raise ValueError(msg)
+        for name, value in (("xyz_weight", xyz_weight), ("rgb_weight", rgb_weight), ("sigma", sigma)):
+            _check_number(name, value, 0)
+        if standardize not in (None, True, False):
+            msg = f"standardize must be None, True or False; got {standardize!r}"
+            raise ValueError(msg)
+        for name, value, minimum in (("proj_dim", proj_dim, 1), ("batch_size", batch_size, 1),
+                                     ("grid", grid, 1), ("xyz_grid", xyz_grid, 1), ("seed", seed, 0),
+                                     ("max_memory", max_memory, 1), ("ocsvm_max_pixels", ocsvm_max_pixels, 1)):
+            if value is None and name in ("xyz_grid", "max_memory"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+                msg = f"{name} must be an int >= {minimum}{' or None' if name in ('xyz_grid', 'max_memory') else ''}; got {value!r}"
+                raise ValueError(msg)
+        if max_memory is not None and coreset_ratio is None:
+            msg = "max_memory streams the training features into a coreset; it needs a coreset_ratio (got None)"
+            raise ValueError(msg)
+        super().__init__(modality=modality, backbones=backbones, backbone=backbone,
+                         weights_dir=None if weights_dir is None else str(weights_dir), device=str(device),
+                         coreset_ratio=None if coreset_ratio is None else float(coreset_ratio),
+                         projection=projection, proj_dim=int(proj_dim), reweight=reweight,
+                         num_neighbors=num_neighbors, reweight_eps=float(reweight_eps), fusion=fusion,
+                         xyz_weight=float(xyz_weight), rgb_weight=float(rgb_weight), standardize=standardize,
+                         sigma=float(sigma), max_memory=None if max_memory is None else int(max_memory),
+                         batch_size=int(batch_size), seed=int(seed), progress=bool(progress),
+                         random_weights=bool(random_weights), grid=int(grid),
+                         xyz_grid=None if xyz_grid is None else int(xyz_grid), num_group=num_group,
+                         group_size=group_size, reference_fps=reference_fps,
+                         reference_train_mode=reference_train_mode,
+                         tmp_dir=None if tmp_dir is None else str(tmp_dir), ocsvm_max_pixels=int(ocsvm_max_pixels))
+        self._extractor = None
+        self.banks: dict = {}
+        self.scales: dict[str, float] = {}
+        self.fusion_params: dict[str, np.ndarray] = {}
+        self._searches: dict = {}
+
+    # --- configuration ----------------------------------------------------------------------
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return MODALITIES[self.config["modality"]]
+
+    def _log(self, message: str) -> None:
+        if self.config["progress"]:
+            print(f"[xmodal patchcore] {message}", file=sys.stderr, flush=True)
+
+    def _choose_backbones(self) -> dict:
+        """Backbone names per modality, the choice ("paper" / "offline" / "explicit") and why."""
+        c = self.config
+        explicit = parse_backbone(c["backbone"])
+        missing = [m for m in self.modalities if m not in explicit]
+        if not missing:
+            choice, reason = "explicit", f"backbone={c['backbone']!r} was given"
+        else:
+            needed = tuple(PAPER[m] for m in missing)
+            if c["random_weights"] and c["backbones"] == "paper":
+                needed = ()  # random weights: no file is read
+            choice, reason = resolve(c["backbones"], needed, c["weights_dir"])
+            if explicit:
+                reason += f"; backbone={c['backbone']!r} names the others"
+        defaults = PAPER if choice == "paper" else OFFLINE
+        names = {m: explicit.get(m, defaults[m]) for m in self.modalities}
+        # The extractor always has a 2D network: it reads the depth image when xyz is "depth".
+        reader = explicit.get("rgb", names.get("rgb", OFFLINE["rgb"]))
+        xyz = names.get("xyz", "depth")
+        grids = {"rgb": c["grid"], "xyz": c["xyz_grid"] or (56 if xyz == "pointmae" else c["grid"])}
+        return {"choice": choice, "reason": reason, "names": names, "extractor": [reader, xyz], "grids": grids}
+
+    def _extractor_for(self, spec: dict):
+        import torch
+
+        from ..backbones import FeatureExtractor
+
+        c = self.config
+        reader, xyz = spec["extractor"]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c["seed"])  # random_weights: the same weights after save / load
+            return FeatureExtractor(reader, xyz, spec["grids"]["rgb"], xyz_grid=spec["grids"]["xyz"],
+                                    device=c["device"], weights_dir=c["weights_dir"],
+                                    random_weights=c["random_weights"], num_group=c["num_group"],
+                                    group_size=c["group_size"], reference_fps=c["reference_fps"],
+                                    reference_train_mode=c["reference_train_mode"])
+
+    @property
+    def extractor(self):
+        if self._extractor is None:
+            self._extractor = self._extractor_for(self.info["backbone_spec"])
+        return self._extractor
+
+    def _standardize(self) -> bool:
+        s = self.config["standardize"]
+        return len(self.modalities) == 2 if s is None else bool(s)
+
+    # --- features ---------------------------------------------------------------------------
+    def _features(self, batch):
+        return self.extractor(batch, modalities=self.modalities)
+
+    @staticmethod
+    def _rows(feats, modality: str, i: int):
+        """(rows (P, C) float32, foreground cells (G*G,) bool or None) of image i."""
+        grid = getattr(feats, modality)[i]
+        rows = grid.reshape(grid.shape[0], -1).T
+        if modality == "xyz":
+            fg = feats.foreground[i].reshape(-1)
+            return rows[fg].contiguous(), fg
+        return rows.contiguous(), None
+
+    def _chunk_images(self, dims: dict, cells: dict, num_images: int, proj_dims: dict) -> int | None:
+        """Images per streaming chunk under ``max_memory`` (None: one-shot mode)."""
+        budget = self.config["max_memory"]
+        if budget is None:
+            return None
+        ratio = self.config["coreset_ratio"]
+        kept = sum(math.ceil(ratio * num_images * cells[m]) * (dims[m] + proj_dims[m]) * 4 for m in dims)
+        per_image = sum(cells[m] * ((dims[m] + proj_dims[m]) * 4 + _GREEDY_BYTES_PER_ROW) for m in dims)
+        images = (budget - kept) // per_image
+        if images < 1:
+            msg = (f"max_memory={budget} bytes is too small: the memory banks of {num_images} images need "
+                   f"{kept} bytes and one image's features {per_image} more")
+            raise ValueError(msg)
+        return int(min(images, num_images))
+
+    # --- fit --------------------------------------------------------------------------------
+    def fit(self, samples) -> PatchCore:
+        """Builds the memory bank(s) from good training samples.
+
+        Args:
+            samples: good :class:`xmodal.data.Sample` objects (or (rgb, xyz) pairs): a sequence
+                such as ``MVTec3D(root, category, "train")`` is read batch by batch (never all
+                in memory); any other iterable is first turned into a list.
+        """
+        import torch
+
+        c = self.config
+        if not isinstance(samples, Sequence) or isinstance(samples, (str, bytes)):
+            samples = list(samples)  # a Sequence (e.g. MVTec3D) is read lazily, batch by batch
+        if len(samples) == 0:
+            msg = "samples must hold at least one training Sample; got none"
+            raise ValueError(msg)
+        spec = self._choose_backbones()
+        self._log(f"backbones: {spec['choice']} ({spec['reason']}): {spec['names']}")
+        if self.info.get("backbone_spec") != spec:
+            self._extractor = None  # a refit with the same backbones keeps the loaded networks
+        self.info = {"backbones": spec["choice"], "backbones_reason": spec["reason"], "backbone_spec": spec}
+        self.fitted = False
+        extractor = self.extractor
+        self.info["features"] = extractor.describe()
+        dims = {m: extractor.rgb_channels if m == "rgb" else extractor.xyz_channels for m in self.modalities}
+        cells = {m: spec["grids"][m] ** 2 for m in self.modalities}
+        builders = self._builders(dims, cells, len(samples))
+
+        started = time.perf_counter()
+        try:
+            with torch.no_grad():
+                for batch in self._batches(samples, "extracting training features"):
+                    feats = self._features(batch)
+                    for i in range(len(batch)):
+                        for m in self.modalities:
+                            builders[m].add(self._rows(feats, m, i)[0].cpu().numpy())
+            self.info["extraction_seconds"] = round(time.perf_counter() - started, 3)
+            started = time.perf_counter()
+            self._finish_banks(builders)
+        finally:
+            for b in builders.values():
+                b.close()
+        self.info["coreset_seconds"] = round(time.perf_counter() - started, 3)
+        self.fitted = True
+        if c["fusion"] == "ocsvm":
+            started = time.perf_counter()
+            self._fit_late_fusion(samples)
+            self.info["fusion_seconds"] = round(time.perf_counter() - started, 3)
+        return self
+
+    def _batches(self, samples, description: str):
+        """Lists of at most ``batch_size`` Samples, read from ``samples`` as they are needed."""
+        from ..progress import progress
+
+        size = self.config["batch_size"]
+        for first in progress(range(0, len(samples), size), description, enabled=self.config["progress"],
+                              total=-(-len(samples) // size)):
+            yield [as_sample(samples[j]) for j in range(first, min(first + size, len(samples)))]
+
+    def _builders(self, dims: dict, cells: dict, num_images: int) -> dict:
+        from .._ops.coreset import jl_dimension
+
+        c = self.config
+        proj_dims = {}
+        for m in self.modalities:
+            rows = num_images * cells[m]
+            # bytes of the projected copy the coreset runs on (none when nothing is projected)
+            out = jl_dimension(max(rows, 2)) if c["projection"] == "sparse" else c["proj_dim"]
+            proj_dims[m] = out if c["coreset_ratio"] is not None and out < dims[m] else 0
+        chunk_images = self._chunk_images(dims, cells, num_images, proj_dims)
+        self.info["fit_mode"] = ("one-shot greedy coreset" if chunk_images is None else
+                                 f"streaming merge-reduce coreset, chunks of {chunk_images} images")
+        self._log(self.info["fit_mode"])
+        return {m: BankBuilder(dims[m], num_images * cells[m], c["coreset_ratio"], c["projection"], c["proj_dim"],
+                               c["seed"], chunk_rows=None if chunk_images is None else chunk_images * cells[m],
+                               spill_dir=c["tmp_dir"]) for m in self.modalities}
+
+    def _finish_banks(self, builders: dict) -> None:
+        import torch
+
+        self.banks, self.scales, self._searches = {}, {}, {}
+        self.info["training_rows"], self.info["bank_rows"], self.info["statistics"] = {}, {}, {}
+        for m, builder in builders.items():
+            rows = builder.rows_seen
+            if rows == 0:
+                msg = (f"no training sample has {'3D foreground' if m == 'xyz' else 'RGB'} features for the "
+                       f"{m} bank (all point clouds empty?)")
+                raise ValueError(msg)
+            mean, std = builder.statistics()
+            self.info["training_rows"][m] = rows
+            self.info["statistics"][m] = {"mean": mean, "std": std}
+            bank = builder.finish()
+            if builder.chunk_rows is not None:
+                self.info.setdefault("chunks", {})[m] = builder.chunks
+            self.info["bank_rows"][m] = int(bank.shape[0])
+            self.banks[m] = torch.from_numpy(bank).to(self.config["device"])
+            self.scales[m] = 1.0 / std if self._standardize() else 1.0
+
+    # --- scoring ----------------------------------------------------------------------------
+    def _search(self, m: str):
+        from ._bank_search import BankSearch
+
+        if m not in self._searches:
+            self._searches[m] = BankSearch(self.banks[m])
+        return self._searches[m]
+
+    def _modality_scores(self, feats, i: int) -> dict:
+        """Per modality: (image score, patch grid (G, G), map (224, 224)) tensors, scaled."""
+        import torch
+        import torch.nn.functional as F
+
+        from ._maps import gaussian_blur
+
+        c = self.config
+        out = {}
+        for m in self.modalities:
+            rows, fg = self._rows(feats, m, i)
+            grid_side = getattr(feats, m).shape[-1]
+            dist, index = self._search(m)(rows) if rows.shape[0] else (rows.new_zeros(0), rows.new_zeros(0, dtype=torch.int64))
+            scale = self.scales[m]
+            score = image_score(rows, dist, index, self.banks[m], reweight=c["reweight"],
+                                num_neighbors=c["num_neighbors"], eps=c["reweight_eps"], scale=scale)
+            patch = torch.zeros(grid_side * grid_side, dtype=torch.float32, device=rows.device)
+            if fg is None:
+                patch[:] = dist * scale
+            else:
+                patch[fg] = dist * scale
+            patch = patch.reshape(grid_side, grid_side)
+            full = F.interpolate(patch[None, None], size=(MAP_SIZE, MAP_SIZE), mode="bilinear", align_corners=False)
+            full = gaussian_blur(full, c["sigma"])[0, 0] if c["sigma"] > 0 else full[0, 0]
+            out[m] = (score, patch, full)
+        return out
+
+    def _result(self, feats, i: int) -> AnomalyResult:
+        c = self.config
+        parts = self._modality_scores(feats, i)
+        extras = {}
+        for m, (score, patch, full) in parts.items():
+            extras[f"score_{m}"] = score
+            extras[f"patch_{m}"] = patch.cpu().numpy()
+            extras[f"map_{m}"] = full.cpu().numpy()
+        if len(parts) == 1:
+            (score, _, full), = parts.values()
+            return AnomalyResult(score=float(score), map=full.cpu().numpy().astype(np.float32), extras=extras)
+        weights = {"xyz": c["xyz_weight"], "rgb": c["rgb_weight"]}
+        scores = [weights[m] * parts[m][0] for m in ("xyz", "rgb")]
+        maps = [weights[m] * parts[m][2] for m in ("xyz", "rgb")]
+        if c["fusion"] == "sum":
+            score, fused = scores[0] + scores[1], maps[0] + maps[1]
+        else:
+            from ._late_fusion import ocsvm_score
+
+            import torch
+
+            score = float(ocsvm_score(np.asarray(scores), self.fusion_params["image_coef"]))
+            fused = ocsvm_score(torch.stack(maps, dim=-1).double(), self.fusion_params["pixel_coef"])
+        return AnomalyResult(score=float(score), map=fused.cpu().numpy().astype(np.float32), extras=extras)
+
+    def _score_vectors(self, feats, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """M3DM's late-fusion inputs of image i: [xyz, rgb] image scores and (224*224, 2) pixels."""
+        import torch
+
+        c = self.config
+        parts = self._modality_scores(feats, i)
+        image = np.array([c["xyz_weight"] * parts["xyz"][0], c["rgb_weight"] * parts["rgb"][0]])
+        pixels = torch.stack([c["xyz_weight"] * parts["xyz"][2], c["rgb_weight"] * parts["rgb"][2]], dim=-1)
+        return image, pixels.reshape(-1, 2).double().cpu().numpy()
+
+    def _fit_late_fusion(self, samples) -> None:
+        """Second pass over the training images (as M3DM): fits the image and pixel OCSVMs."""
+        import torch
+
+        from ._late_fusion import fit_ocsvm
+
+        c = self.config
+        rng = np.random.default_rng(c["seed"])
+        per_image = min(MAP_SIZE * MAP_SIZE, max(1, c["ocsvm_max_pixels"] // len(samples)))
+        images, pixels = [], []
+        with torch.no_grad():
+            for batch in self._batches(samples, "scoring training images for fusion"):
+                feats = self._features(batch)
+                for i in range(len(batch)):
+                    image, pix = self._score_vectors(feats, i)
+                    images.append(image)
+                    if per_image < pix.shape[0]:
+                        pix = pix[np.sort(rng.choice(pix.shape[0], per_image, replace=False))]
+                    pixels.append(pix)
+        image_coef, image_offset = fit_ocsvm(np.stack(images), c["seed"])
+        pixel_coef, pixel_offset = fit_ocsvm(np.concatenate(pixels), c["seed"])
+        self.fusion_params = {"image_coef": image_coef, "image_offset": image_offset,
+                              "pixel_coef": pixel_coef, "pixel_offset": pixel_offset}
+        self.info["fusion_data"] = {"images": len(images), "pixels": int(sum(p.shape[0] for p in pixels)),
+                                    "pixels_per_image": int(min(per_image, MAP_SIZE * MAP_SIZE))}
+
+    # --- predict ----------------------------------------------------------------------------
+    def _predict(self, sample) -> AnomalyResult:
+        import torch
+
+        with torch.no_grad():
+            return self._result(self._features([sample]), 0)
+
+    def predict_batch(self, samples, batch_size: int | None = None) -> list[AnomalyResult]:
+        """Scores samples with the backbones run in batches (default: the ``batch_size`` option)."""
+        import torch
+
+        self._require_fitted()
+        samples = [as_sample(s) for s in samples]
+        batch_size = batch_size or self.config["batch_size"]
+        out = []
+        with torch.no_grad():
+            for first in range(0, len(samples), batch_size):
+                batch = samples[first : first + batch_size]
+                feats = self._features(batch)
+                out.extend(self._result(feats, i) for i in range(len(batch)))
+        return out
+
+    # --- persistence ------------------------------------------------------------------------
+    def _state(self) -> dict[str, np.ndarray]:
+        state = {f"bank.{m}": bank.cpu().numpy() for m, bank in self.banks.items()}
+        state.update({f"scale.{m}": np.array([s], dtype=np.float64) for m, s in self.scales.items()})
+        state.update({f"fusion.{k}": v for k, v in self.fusion_params.items()})
+        return state
+
+    def _restore(self, state: dict[str, np.ndarray]) -> None:
+        import torch
+
+        self.banks = {m: torch.from_numpy(np.ascontiguousarray(state[f"bank.{m}"], dtype=np.float32))
+                      .to(self.config["device"]) for m in self.modalities}
+        self.scales = {m: float(state[f"scale.{m}"][0]) for m in self.modalities}
+        if self.config["fusion"] == "ocsvm":
+            self.fusion_params = {k: state[f"fusion.{k}"] for k in
+                                  ("image_coef", "image_offset", "pixel_coef", "pixel_offset")}
+        self._searches = {}
+        self._extractor = None

@@ -6,13 +6,28 @@ evaluation protocol. numpy or torch arrays in, the same kind out.
 """
 
 from ._backend import build_info, cuda_available, get_num_threads, set_num_threads
-from . import data, methods, metrics
-from .evaluation import evaluate
+from . import data, metrics
 from .memory_bank import MemoryBank
-from .methods import load
 from .ops import coreset, greedy_coreset, knn
 
 __version__ = build_info()["version"]
+
+# The methods need torch; they load on first use so that `import xmodal` (kernels, metrics,
+# data) works without it.
+_LAZY = {"methods": ("methods", None), "load": ("methods", "load"), "evaluate": ("evaluation", "evaluate")}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module_name, attribute = _LAZY[name]
+        module = importlib.import_module(f".{module_name}", __name__)
+        value = module if attribute is None else getattr(module, attribute)
+        globals()[name] = value
+        return value
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 __all__ = [
     "MemoryBank",

@@ -151,15 +151,17 @@ def test_bank_search_without_pruning(rng):
 # --- bank building ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("projection", ["sparse", "linear"])
-def test_one_shot_builder_equals_coreset_of_stacked_rows(rng, tmp_path, projection):
+@pytest.mark.parametrize("projection,framework", [("sparse", "numpy"), ("linear", "numpy"), ("sparse", "torch")])
+def test_one_shot_builder_equals_coreset_of_stacked_rows(rng, tmp_path, projection, framework):
     rows = _structured(rng, 1200, 300)
+    if framework == "torch":
+        rows = torch.from_numpy(rows)
     builder = BankBuilder(300, 1200, 0.1, projection, 64, seed=3, spill_dir=tmp_path)
-    for part in np.split(rows, 6):
+    for part in rows.split(200) if framework == "torch" else np.split(rows, 6):
         builder.add(part)
     bank = builder.finish()
     idx = xmodal.coreset(rows, ratio=0.1, projection=projection, proj_dim=64, seed=3)
-    assert np.array_equal(bank, rows[idx])
+    assert np.array_equal(bank, np.asarray(rows[idx]))
     assert list(tmp_path.iterdir()) == []  # the temporary feature file is gone
 
 
@@ -195,9 +197,9 @@ def test_builder_statistics_and_all_rows(rng):
 def test_bank_is_the_coreset_of_the_training_patches(train_samples):
     det = PatchCore(modality="rgb", backbones="offline", progress=False, seed=5).fit(train_samples[:4])
     feats = det.extractor(train_samples[:4], modalities=("rgb",)).rgb
-    rows = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]).numpy()
+    rows = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]).contiguous()
     idx = xmodal.coreset(rows, ratio=0.1, projection="sparse", seed=5)
-    assert np.array_equal(det.banks["rgb"].numpy(), rows[idx])
+    assert torch.equal(det.banks["rgb"], rows[idx])
     assert det.info["bank_rows"] == {"rgb": len(idx)} and det.info["training_rows"] == {"rgb": rows.shape[0]}
 
 

@@ -18,7 +18,8 @@ Two modes, both fed one image at a time (:meth:`BankBuilder.add`):
 The projection matrix and the first start index are drawn exactly as :func:`xmodal.coreset`
 draws them (``default_rng(seed)``: start, then the matrix), for ``max_rows`` rows: when every
 image contributes its full grid (RGB banks), the one-shot bank is ``rows[xmodal.coreset(rows,
-ratio, projection=..., seed=...)]`` of the stacked rows.
+ratio, projection=..., seed=...)]`` of the stacked rows (rows given as torch tensors are
+projected with torch's GEMM, as ``xmodal.coreset`` does for torch input).
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class BankBuilder:
         self._first_start = int(rng.integers(max(max_rows, 1)))
         self.matrix = projection_matrix(max(max_rows, 1), dim, projection, proj_dim, rng) if ratio is not None else None
         self.proj_dim = dim if self.matrix is None else self.matrix.shape[0]
+        self._matrix_t = None
         self.chunk_rows = None if chunk_rows is None else max(1, int(chunk_rows))
         # Without a projection (ratio None, or features narrower than the JL dimension) the
         # selection runs on the raw rows themselves: no second copy, no file.
@@ -131,11 +133,26 @@ class BankBuilder:
             self._kept = 0
             self.chunks = 0
 
-    def _project(self, rows: np.ndarray) -> np.ndarray:
-        return rows if self.matrix is None else rows @ self.matrix.T
+    def _project(self, rows: np.ndarray, torch_rows=None) -> np.ndarray:
+        if self.matrix is None:
+            return rows
+        if torch_rows is not None:
+            # torch's own GEMM: numpy's BLAS would start a second thread pool that spins
+            # against the backbone's threads (and torch's result equals xmodal.coreset's on
+            # torch input: same GEMM, row blocks do not change it)
+            if self._matrix_t is None:
+                import torch
 
-    def add(self, rows: np.ndarray) -> None:
-        """Adds (r, D) float32 rows (one image's patches)."""
+                self._matrix_t = torch.from_numpy(self.matrix)
+            return (torch_rows @ self._matrix_t.T).numpy()
+        return rows @ self.matrix.T
+
+    def add(self, rows) -> None:
+        """Adds (r, D) float32 rows (one image's patches): numpy array or CPU torch tensor."""
+        torch_rows = None
+        if hasattr(rows, "numpy") and not isinstance(rows, np.ndarray):
+            torch_rows = rows.contiguous().float()
+            rows = torch_rows.numpy()
         rows = np.ascontiguousarray(rows, dtype=np.float32)
         if rows.shape[0] == 0:
             return
@@ -149,7 +166,7 @@ class BankBuilder:
                 if end > self._proj.shape[0]:
                     msg = f"more rows than announced: {end} > max_rows={self._proj.shape[0]}"
                     raise ValueError(msg)
-                self._proj[self.rows_seen : end] = self._project(rows)
+                self._proj[self.rows_seen : end] = self._project(rows, torch_rows)
             if self._file is not None:
                 self._file.write(rows)
             self.rows_seen += rows.shape[0]
@@ -160,7 +177,8 @@ class BankBuilder:
             part = rows[done : done + take]
             self._raw[self._fill : self._fill + take] = part
             if self.projected:
-                self._chunk_proj[self._fill : self._fill + take] = self._project(part)
+                torch_part = None if torch_rows is None else torch_rows[done : done + take]
+                self._chunk_proj[self._fill : self._fill + take] = self._project(part, torch_part)
             self._fill += take
             done += take
             self.rows_seen += take

@@ -317,7 +317,7 @@ class PatchCore(Detector):
                     feats = self._features(batch)
                     for i in range(len(batch)):
                         for m in self.modalities:
-                            builders[m].add(self._rows(feats, m, i)[0].cpu().numpy())
+                            builders[m].add(self._rows(feats, m, i)[0].cpu())
             self.info["extraction_seconds"] = round(time.perf_counter() - started, 3)
             started = time.perf_counter()
             self._finish_banks(builders)

@@ -81,6 +81,19 @@ def test_demo_tiny(tmp_path, capsys):
     assert (tmp_path / "results" / "puck" / "model" / "config.json").is_file()
 
 
+def test_patchcore_fit_and_test(dataset, tmp_path, capsys):
+    out = tmp_path / "pc"
+    code, _, _ = run(["fit", "--method", "patchcore", "--modality", "rgb+xyz", "--data", str(dataset),
+                      "--category", "puck", "--out", str(out), "--backbones", "offline", "--quiet"], capsys)
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == "patchcore" and config["config"]["modality"] == "rgb+xyz"
+    code, stdout, _ = run(["test", "--model", str(out), "--data", str(dataset), "--category", "puck",
+                           "--out", str(tmp_path / "report"), "--quiet"], capsys)
+    assert code == 0 and "| I-AUROC |" in stdout
+    assert "patchcore" in (tmp_path / "report" / "report.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

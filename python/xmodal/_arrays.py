@@ -153,13 +153,53 @@ _NUMPY_TO_TORCH = {
 }
 
 
+_HUGE_PAGE = 2 << 20
+_HUGE_PAGE_MIN_BYTES = 8 << 20
+_madvise = None
+
+
+def _advise_huge_pages(address: int, nbytes: int) -> None:
+    """Asks Linux to back a fresh buffer with 2 MiB pages (MADV_HUGEPAGE) before it is touched.
+
+    Outputs such as a 1152 x 224 x 224 feature grid (231 MB) are new mappings whose first write
+    faults in one 4 KiB page at a time; with transparent huge pages in "madvise" mode (the usual
+    default) this takes a quarter of the time. Only the 2 MiB-aligned interior is advised, so
+    nothing outside the buffer changes; kernels without THP refuse and nothing happens."""
+    global _madvise
+    if _madvise is None:
+        _madvise = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+                libc.madvise.restype = ctypes.c_int
+                _madvise = libc.madvise
+            except (OSError, AttributeError):
+                pass
+    if not _madvise:
+        return
+    start = -(-address // _HUGE_PAGE) * _HUGE_PAGE
+    end = (address + nbytes) // _HUGE_PAGE * _HUGE_PAGE
+    if end > start:
+        _madvise(start, end - start, 14)  # MADV_HUGEPAGE
+
+
 def empty(kind: ArrayKind, shape, dtype) -> Any:
-    """An uninitialised array of the given framework, device, shape and numpy dtype."""
+    """An uninitialised array of the given framework, device, shape and numpy dtype (large CPU
+    buffers on huge pages where the OS allows it)."""
     dtype = np.dtype(dtype)
     if kind.torch:
         torch = _torch()
-        return torch.empty(tuple(shape), dtype=getattr(torch, _NUMPY_TO_TORCH[dtype]), device=kind.device)
-    return np.empty(tuple(shape), dtype=dtype)
+        out = torch.empty(tuple(shape), dtype=getattr(torch, _NUMPY_TO_TORCH[dtype]), device=kind.device)
+        if not out.is_cuda and out.nbytes >= _HUGE_PAGE_MIN_BYTES:
+            _advise_huge_pages(out.data_ptr(), out.nbytes)
+        return out
+    out = np.empty(tuple(shape), dtype=dtype)
+    if out.nbytes >= _HUGE_PAGE_MIN_BYTES:
+        _advise_huge_pages(out.ctypes.data, out.nbytes)
+    return out
 
 
 def full(kind: ArrayKind, shape, value, dtype) -> Any:

@@ -1,0 +1,47 @@
+"""Output allocation at the Python boundary: large CPU outputs get huge-page advice on their
+2 MiB-aligned interior only, and never for small or CUDA outputs."""
+
+import numpy as np
+import pytest
+
+from xmodal import _arrays
+
+
+@pytest.fixture
+def advice(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_arrays, "_madvise", lambda start, length, flag: calls.append((start, length, flag)) or 0)
+    return calls
+
+
+def _check_interior(calls, address, nbytes):
+    assert len(calls) == 1
+    start, length, flag = calls[0]
+    assert flag == 14  # MADV_HUGEPAGE
+    assert start % (2 << 20) == 0 and length % (2 << 20) == 0 and length > 0
+    assert address <= start and start + length <= address + nbytes
+    assert start - address < (2 << 20) and (address + nbytes) - (start + length) < (2 << 20)
+
+
+def test_large_numpy_output_is_advised_inside_its_bounds(advice):
+    out = _arrays.empty(_arrays.kind_of(np.zeros(1, np.float32)), (1152, 56, 56), "float32")
+    assert out.shape == (1152, 56, 56) and out.dtype == np.float32
+    _check_interior(advice, out.ctypes.data, out.nbytes)
+
+
+def test_large_torch_output_is_advised_inside_its_bounds(advice):
+    torch = pytest.importorskip("torch")
+    out = _arrays.empty(_arrays.kind_of(torch.zeros(1)), (1152, 64, 64), "float32")
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    _check_interior(advice, out.data_ptr(), out.nbytes)
+
+
+def test_small_outputs_are_left_alone(advice):
+    _arrays.empty(_arrays.kind_of(np.zeros(1, np.float32)), (1024, 3), "float32")
+    assert advice == []
+
+
+def test_real_advice_keeps_the_buffer_usable():
+    out = _arrays.empty(_arrays.kind_of(np.zeros(1, np.float32)), (3, 1 << 21), "float32")
+    out[...] = 1.5
+    assert float(out.sum()) == 1.5 * out.size

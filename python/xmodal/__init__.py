@@ -29,6 +29,10 @@ def __getattr__(name: str):
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)
 
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 __all__ = [
     "MemoryBank",
     "__version__",

@@ -138,6 +138,37 @@ def test_bank_search_equals_knn(rng, rank, candidates):
         assert search.stats["fallback"] > 0  # the fallback path ran and stayed exact
 
 
+def test_concurrent_searches_restore_torch_threads(rng):
+    """The re-ranking runs torch single-threaded for its duration; overlapping searches from
+    several Python threads stay exact and leave the caller's torch thread count as it was."""
+    import threading
+
+    bank = torch.from_numpy(_structured(rng, 2500, 320))
+    queries = torch.from_numpy(_structured(rng, 1500, 320))
+    search = BankSearch(bank, rank=16, candidates=8)
+    want = xmodal.knn(queries, bank, 1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    failures = []
+
+    def work():
+        for _ in range(10):
+            dist, idx = search(queries)
+            if not (torch.equal(dist, want.dist[:, 0]) and torch.equal(idx, want.idx[:, 0])):
+                failures.append("mismatch")
+
+    try:
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == []
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bank_search_without_pruning(rng):
     bank = torch.from_numpy(rng.standard_normal((50, 120)).astype(np.float32))
     search = BankSearch(bank)

@@ -193,7 +193,7 @@ def empty(kind: ArrayKind, shape, dtype) -> Any:
     if kind.torch:
         torch = _torch()
         out = torch.empty(tuple(shape), dtype=getattr(torch, _NUMPY_TO_TORCH[dtype]), device=kind.device)
-        if not out.is_cuda and out.nbytes >= _HUGE_PAGE_MIN_BYTES:
+        if out.device.type == "cpu" and out.nbytes >= _HUGE_PAGE_MIN_BYTES:
             _advise_huge_pages(out.data_ptr(), out.nbytes)
         return out
     out = np.empty(tuple(shape), dtype=dtype)

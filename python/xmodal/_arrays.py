@@ -27,6 +27,7 @@ __all__ = [
     "full",
     "is_torch_module",
     "stream_of",
+    "one_of",
     "positive_int",
 ]
 
@@ -222,6 +223,14 @@ def stream_of(kind: ArrayKind) -> int:
     if not kind.cuda:
         return 0
     return int(_torch().cuda.current_stream(kind.device).cuda_stream)
+
+
+def one_of(value: Any, name: str, choices) -> Any:
+    """Validates an option against its allowed values (``choices`` as the message lists them)."""
+    if value not in choices:
+        msg = f"{name} must be one of {choices}; got {value!r}"
+        raise ValueError(msg)
+    return value
 
 
 def positive_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None, what: str = "") -> int:

@@ -76,9 +76,7 @@ def evaluate_maps(image_scores, image_labels, maps, masks, protocol: str = "exac
         The bootstrap sorts every pixel once with its image index (16 bytes per pixel, CPU; CUDA
         maps are copied to the host), then integrates one curve per resample.
     """
-    if protocol not in PROTOCOLS:
-        msg = f"protocol must be one of {sorted(PROTOCOLS)}; got {protocol!r}"
-        raise ValueError(msg)
+    _arrays.one_of(protocol, "protocol", sorted(PROTOCOLS))
     bootstrap = _arrays.positive_int(bootstrap, "bootstrap", minimum=0)
     if not (isinstance(ci, (float, int)) and 0.0 < ci < 1.0):
         msg = f"ci must be a confidence level in (0, 1); got {ci!r}"

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import os
 
+from .._arrays import one_of
+
 __all__ = ["WEIGHT_FILES", "WeightsNotFoundError", "available", "find_weights", "weights_dirs"]
 
 ENV_VAR = "XMODAL_WEIGHTS"
@@ -60,10 +62,7 @@ class WeightsNotFoundError(FileNotFoundError):
 
 
 def check_name(name: str) -> str:
-    if name not in WEIGHT_FILES:
-        msg = f"backbone must be one of {sorted(WEIGHT_FILES)}; got {name!r}"
-        raise ValueError(msg)
-    return name
+    return one_of(name, "backbone", sorted(WEIGHT_FILES))
 
 
 def weights_dirs(weights_dir: str | os.PathLike | None = None) -> list[tuple[str, str]]:

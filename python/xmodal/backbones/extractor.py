@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._arrays import one_of
 from ._features import create, normalize, patch_features
 
 RGB_BACKBONES = ("dino_vitb8", "efficientnet_lite0", "wide_resnet50_2")
@@ -78,12 +79,8 @@ class FeatureExtractor:
                  device="cpu", weights_dir=None, random_weights: bool = False, square_pad: bool = False,
                  rgb_depth: int = 12, pointmae_depth: int = 12, num_group: int = 1024, group_size: int = 128,
                  reference_fps: bool = False, reference_train_mode: bool = False):
-        if rgb not in RGB_BACKBONES:
-            msg = f"rgb must be one of {RGB_BACKBONES}; got {rgb!r}"
-            raise ValueError(msg)
-        if xyz not in XYZ_BACKBONES:
-            msg = f"xyz must be one of {XYZ_BACKBONES}; got {xyz!r}"
-            raise ValueError(msg)
+        one_of(rgb, "rgb", RGB_BACKBONES)
+        one_of(xyz, "xyz", XYZ_BACKBONES)
         for name, value in (("grid", grid), ("xyz_grid", grid if xyz_grid is None else xyz_grid)):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= INPUT_SIZE:
                 msg = f"{name} must be an int in [1, {INPUT_SIZE}]; got {value!r}"

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._arrays import one_of
 from ._files import DatasetError, read_gt, read_rgb, read_xyz
 from .sample import Sample
 
@@ -71,9 +72,7 @@ class MVTec3D(Sequence):
     dataset_name = "MVTec 3D-AD"
 
     def __init__(self, root: str | os.PathLike, category: str, split: str = "train", defects=None):
-        if split not in SPLITS:
-            msg = f"split must be one of {SPLITS}; got {split!r}"
-            raise ValueError(msg)
+        one_of(split, "split", SPLITS)
         self.root = Path(root)
         self.category = str(category)
         self.split = split

@@ -8,6 +8,8 @@ print them and record them in the saved model and the report: never silent.
 
 from __future__ import annotations
 
+from .._arrays import one_of
+
 CHOICES = ("auto", "paper", "offline")
 
 
@@ -27,9 +29,7 @@ def resolve(choice: str, paper_weights: tuple[str, ...], weights_dir=None) -> tu
     """
     from ..backbones import available, find_weights
 
-    if choice not in CHOICES:
-        msg = f"backbones must be one of {CHOICES}; got {choice!r}"
-        raise ValueError(msg)
+    one_of(choice, "backbones", CHOICES)
     if choice == "offline":
         return "offline", "backbones='offline' was asked for"
     if choice == "paper":

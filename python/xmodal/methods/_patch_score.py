@@ -23,15 +23,15 @@ import math
 
 import torch
 
+from .._arrays import one_of
+
 REWEIGHTS = ("paper", "m3dm", "none")
 DEFAULT_NEIGHBORS = {"paper": 9, "m3dm": 3, "none": 1}
 
 
 def check_reweight(reweight: str, num_neighbors) -> int:
     """Validates the re-weighting options; returns the number of neighbours to use."""
-    if reweight not in REWEIGHTS:
-        msg = f"reweight must be one of {REWEIGHTS}; got {reweight!r}"
-        raise ValueError(msg)
+    one_of(reweight, "reweight", REWEIGHTS)
     if num_neighbors is None:
         return DEFAULT_NEIGHBORS[reweight]
     if isinstance(num_neighbors, bool) or not isinstance(num_neighbors, int) or num_neighbors < 1:

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from .._arrays import one_of
 from ._backbones import resolve
 from ._maps import box_blur_cfm
 from ._store import FeatureStore
@@ -87,15 +88,9 @@ class CFM(Detector):
                  max_cache_bytes: int = 4 << 30, progress: bool = True, random_weights: bool = False,
                  num_group: int = 1024, group_size: int = 128, reference_fps: bool = False,
                  reference_train_mode: bool = False):
-        if aggregation not in AGGREGATIONS:
-            msg = f"aggregation must be one of {AGGREGATIONS}; got {aggregation!r}"
-            raise ValueError(msg)
-        if pruning not in PRUNING:
-            msg = f"pruning must be one of {tuple(PRUNING)}; got {pruning!r}"
-            raise ValueError(msg)
-        if mlp not in MLP_KINDS:
-            msg = f"mlp must be one of {MLP_KINDS}; got {mlp!r}"
-            raise ValueError(msg)
+        one_of(aggregation, "aggregation", AGGREGATIONS)
+        one_of(pruning, "pruning", tuple(PRUNING))
+        one_of(mlp, "mlp", MLP_KINDS)
         for name, value in (("epochs", epochs), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 msg = f"{name} must be a positive int; got {value!r}"

@@ -36,6 +36,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .._arrays import one_of
+from ._backbones import CHOICES as BACKBONE_CHOICES
 from ._backbones import resolve
 from ._bank_build import BankBuilder
 from ._patch_score import check_reweight, image_score
@@ -142,12 +144,8 @@ class PatchCore(Detector):
                  random_weights: bool = False, grid: int = 28, xyz_grid=None, num_group: int = 1024,
                  group_size: int = 128, reference_fps: bool = False, reference_train_mode: bool = False,
                  tmp_dir=None, ocsvm_max_pixels: int = 2_000_000):
-        if modality not in MODALITIES:
-            msg = f"modality must be one of {tuple(MODALITIES)}; got {modality!r}"
-            raise ValueError(msg)
-        if backbones not in ("auto", "paper", "offline"):
-            msg = f"backbones must be one of ('auto', 'paper', 'offline'); got {backbones!r}"
-            raise ValueError(msg)
+        one_of(modality, "modality", tuple(MODALITIES))
+        one_of(backbones, "backbones", BACKBONE_CHOICES)
         parse_backbone(backbone)
         _check_number("coreset_ratio", coreset_ratio, 0, 1, low_open=True, allow_none=True)
         if projection not in ("sparse", "linear"):
@@ -155,9 +153,7 @@ class PatchCore(Detector):
             raise ValueError(msg)
         num_neighbors = check_reweight(reweight, num_neighbors)
         _check_number("reweight_eps", reweight_eps, 0)
-        if fusion not in FUSIONS:
-            msg = f"fusion must be one of {FUSIONS}; got {fusion!r}"
-            raise ValueError(msg)
+        one_of(fusion, "fusion", FUSIONS)
         if fusion == "ocsvm" and modality != "rgb+xyz":
             msg = f"fusion='ocsvm' combines two banks and needs modality='rgb+xyz'; got modality={modality!r}"
             raise ValueError(msg)

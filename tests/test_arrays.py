@@ -45,3 +45,25 @@ def test_real_advice_keeps_the_buffer_usable():
     out = _arrays.empty(_arrays.kind_of(np.zeros(1, np.float32)), (3, 1 << 21), "float32")
     out[...] = 1.5
     assert float(out.sum()) == 1.5 * out.size
+
+
+def test_integer_and_number_follow_one_rule():
+    from xmodal import _arrays
+
+    assert _arrays.integer(3, "n", minimum=1) == 3
+    assert _arrays.integer(None, "n", allow_none=True) is None
+    for bad_kind in (True, 2.0, "3", None):
+        with pytest.raises(TypeError, match="n must be an int"):
+            _arrays.integer(bad_kind, "n")
+    with pytest.raises(ValueError, match=r"n must be in \[1, 4\]; got 5"):
+        _arrays.integer(5, "n", minimum=1, maximum=4)
+    assert _arrays.number(0.5, "r", minimum=0, maximum=1, low_open=True) == 0.5
+    assert _arrays.number(None, "r", allow_none=True) is None
+    for bad_kind in (False, "0.1", [0.1], None):
+        with pytest.raises(TypeError, match="r must be a number"):
+            _arrays.number(bad_kind, "r")
+    for bad_value in (0, 1.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"r must be a finite number in \(0, 1\]"):
+            _arrays.number(bad_value, "r", minimum=0, maximum=1, low_open=True)
+    with pytest.raises(ValueError, match=r"in \[0, inf\)"):
+        _arrays.number(-1, "r", minimum=0)

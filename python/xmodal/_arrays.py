@@ -29,6 +29,8 @@ __all__ = [
     "stream_of",
     "one_of",
     "positive_int",
+    "integer",
+    "number",
 ]
 
 
@@ -229,6 +231,53 @@ def one_of(value: Any, name: str, choices) -> Any:
     """Validates an option against its allowed values (``choices`` as the message lists them)."""
     if value not in choices:
         msg = f"{name} must be one of {choices}; got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def integer(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None,
+            what: str = "", allow_none: bool = False) -> int | None:
+    """Validates an integer argument in [minimum, maximum] (either bound may be None).
+
+    One rule for every option check: TypeError when the value is of the wrong kind (bool, float,
+    str, ...), ValueError when it is of the right kind but out of range.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        msg = f"{name} must be an int{' or None' if allow_none else ''}; got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        low = "-inf" if minimum is None else minimum
+        high = "inf" if maximum is None else f"{what}{maximum}"
+        msg = f"{name} must be in [{low}, {high}]; got {value}"
+        raise ValueError(msg)
+    return value
+
+
+def number(value: Any, name: str, *, minimum: float | None = None, maximum: float | None = None,
+           low_open: bool = False, high_open: bool = False, allow_none: bool = False) -> float | None:
+    """Validates a real-valued argument: finite, in the interval the bounds and ``*_open`` give.
+
+    TypeError for the wrong kind (bool, str, arrays, ...), ValueError for NaN, inf or a value out
+    of range; the message names the argument, the interval and the value received.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        msg = f"{name} must be a number{' or None' if allow_none else ''}; got {type(value).__name__} {value!r}"
+        raise TypeError(msg)
+    value = float(value)
+    ok = np.isfinite(value)
+    if ok and minimum is not None:
+        ok = value > minimum if low_open else value >= minimum
+    if ok and maximum is not None:
+        ok = value < maximum if high_open else value <= maximum
+    if not ok:
+        low = "(-inf" if minimum is None else f"{'(' if low_open else '['}{minimum}"
+        high = "inf)" if maximum is None else f"{maximum}{')' if high_open else ']'}"
+        msg = f"{name} must be a finite number in {low}, {high}; got {value}"
         raise ValueError(msg)
     return value
 

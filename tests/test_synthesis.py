@@ -5,8 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-
-from xmodal.data import Sample, synthetic
+from xmodal.data import synthetic
 from xmodal.data.synthesis import (
     APPEARANCE_CORRUPTIONS,
     TEXTURE_AUGMENTATIONS,
@@ -15,6 +14,7 @@ from xmodal.data.synthesis import (
     TargetAugmentation,
     TextureAnomalyGenerator,
     TextureBank,
+    _util,
     augment_texture,
     blend_texture,
     corrupt_appearance,
@@ -26,7 +26,6 @@ from xmodal.data.synthesis import (
     perlin_noise,
     utag_mask,
 )
-from xmodal.data.synthesis import _util
 
 ndi = pytest.importorskip("scipy.ndimage")
 
@@ -40,12 +39,12 @@ def perlin_reference(shape, scale, seed):
     h, w = shape
     sy, sx = scale
     theta = np.random.default_rng(seed).uniform(0, 2 * np.pi, size=(sy + 1, sx + 1))
-    fade = lambda t: 6 * t**5 - 15 * t**4 + 10 * t**3  # noqa: E731
+    fade = lambda t: 6 * t**5 - 15 * t**4 + 10 * t**3
     out = np.zeros(shape)
     for i in range(h):
         for j in range(w):
             y, x = i * sy / h, j * sx / w
-            r, c = int(math.floor(y)), int(math.floor(x))
+            r, c = math.floor(y), math.floor(x)
             v, u = y - r, x - c
             dots = {}
             for dr in (0, 1):
@@ -292,6 +291,9 @@ def test_cut_paste_moves_pieces_off_the_foreground():
         np.testing.assert_array_equal(written, moved)
         centre = (25 + dr, 49 + dc)  # the integer centroid lands on the target's foreground
         assert xyz[centre].all()
+        has_raw = moved & xyz.all(-1)  # raw_xyz defaults to xyz: no x, y off its foreground
+        assert (out_xyz[moved & ~has_raw] == 0).all()
+        np.testing.assert_array_equal(out_xyz[has_raw][:, :2], xyz[has_raw][:, :2])
         expected = rgb[moved] * piece.ratio + source_rgb[mask].astype(np.float64) * (1 - piece.ratio)
         assert np.abs(out_rgb[moved] - expected).max() <= 0.5 + 1e-9
         if opaque:
@@ -330,6 +332,12 @@ def test_cut_paste_bad_input():
         cut_paste(rgb, xyz, rgb, xyz, mask[:10])
     with pytest.raises(TypeError, match="xyz must be a floating-point"):
         cut_paste(rgb, xyz.astype(np.int32), rgb, xyz, mask)
+    with pytest.raises(ValueError, match="ratio_range must be \\(low, high\\) with low <= high"):
+        cut_paste(rgb, xyz, rgb, xyz, mask, ratio_range=(0.5, 0.1))
+    with pytest.raises(ValueError, match="offset_range"):
+        cut_paste(rgb, xyz, rgb, xyz, mask, offset_range=(-1.0, 0.1))
+    with pytest.raises(ValueError, match="scale"):
+        TargetAugmentation(scale=(0.0, 1.0))
     bad = xyz.copy()
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="raw_xyz contains NaN"):
@@ -456,7 +464,7 @@ def test_synthesizer_is_reproducible_item_by_item(domes):
 
 
 def test_synthesizer_options(domes):
-    pre, raw = domes
+    pre, _ = domes
     pool = GeometryPool({"dome": pre, "puck": [synthetic.make_sample("puck", image_size=160, split="train",
                                                                      index=i)[0] for i in range(3)]}, per_class=2)
     assert len(pool) == 4 and pool[0].shape == (160, 160, 3)
@@ -483,6 +491,8 @@ def test_synthesizer_bad_input(domes):
         G2SFSynthesizer(pre, augmentation=45)
     with pytest.raises(TypeError, match="samples must be a sequence"):
         G2SFSynthesizer(iter(pre))
+    with pytest.raises(ValueError, match="mask_options has keys g2sf_mask does not take: \\['size'\\]"):
+        G2SFSynthesizer(pre, mask_options={"size": 3})
     with pytest.raises(IndexError):
         G2SFSynthesizer(pre, n=2)[2]
     big = [np.ones((200, 200, 3), np.float32)] * len(pre)
@@ -638,8 +648,8 @@ def test_texture_folder(tmp_path):
         bank = TextureBank(truncated, builtin=False)
     if len(bank) == 2:
         with pytest.warns(UserWarning, match="cannot be decoded"):
-            for s in range(20):
-                bank.draw(np.random.default_rng(s))
+            drawn = {bank.draw(np.random.default_rng(s))[1] for s in range(20)}
+        assert drawn == {str(truncated / "z.png")}
         assert len(bank) == 1
 
     empty = tmp_path / "empty"

@@ -77,7 +77,12 @@ BridgeNet's UTAG (paper Sec. 3.3, Eqs. 7-9, Sec. 4.1; reference ``datasets/mvtec
   normalisation (equal to the reference's blend of normalised tensors: the weights sum to 1).
 """
 
-from .corruptions import APPEARANCE_CORRUPTIONS, TEXTURE_AUGMENTATIONS, augment_texture, corrupt_appearance
+from .corruptions import (
+    APPEARANCE_CORRUPTIONS,
+    TEXTURE_AUGMENTATIONS,
+    augment_texture,
+    corrupt_appearance,
+)
 from .cutpaste import (
     DATASETS,
     MVTEC_MILD_CATEGORIES,
@@ -88,7 +93,14 @@ from .cutpaste import (
     TargetAugmentation,
     cut_paste,
 )
-from .perlin import COMBINATIONS, g2sf_mask, max_pool_mask, perlin_mask, perlin_noise, utag_mask
+from .perlin import (
+    COMBINATIONS,
+    g2sf_mask,
+    max_pool_mask,
+    perlin_mask,
+    perlin_noise,
+    utag_mask,
+)
 from .texture import (
     IMAGE_SUFFIXES,
     MODALITIES,

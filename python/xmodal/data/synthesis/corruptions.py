@@ -17,7 +17,7 @@ import numpy as np
 
 from ._util import box_sum, sample_bilinear, smooth_noise
 
-__all__ = ["APPEARANCE_CORRUPTIONS", "TEXTURE_AUGMENTATIONS", "corrupt_appearance", "augment_texture"]
+__all__ = ["APPEARANCE_CORRUPTIONS", "TEXTURE_AUGMENTATIONS", "augment_texture", "corrupt_appearance"]
 
 
 def _pil(img):

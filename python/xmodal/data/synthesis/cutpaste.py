@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,12 +11,29 @@ import numpy as np
 
 from ... import _arrays
 from ..sample import Sample
-from ._util import child, cloud, generator, label, mask2d, resize_nearest, rgb_image, valid_points
+from ._util import (
+    child,
+    cloud,
+    generator,
+    label,
+    mask2d,
+    resize_nearest,
+    rgb_image,
+    valid_points,
+)
 from .corruptions import corrupt_appearance
 from .perlin import g2sf_mask
 
-__all__ = ["MVTEC_MILD_CATEGORIES", "DATASETS", "TargetAugmentation", "PastedComponent", "cut_paste",
-           "GeometryPool", "SyntheticAnomaly", "G2SFSynthesizer"]
+__all__ = [
+    "DATASETS",
+    "MVTEC_MILD_CATEGORIES",
+    "G2SFSynthesizer",
+    "GeometryPool",
+    "PastedComponent",
+    "SyntheticAnomaly",
+    "TargetAugmentation",
+    "cut_paste",
+]
 
 MVTEC_MILD_CATEGORIES = ("dowel", "tire", "foam", "rope", "cable_gland")
 DATASETS = ("mvtec", "eyecandies")
@@ -50,6 +68,11 @@ class TargetAugmentation:
     translate: float = 0.1
     scale: tuple[float, float] = (0.8, 1.25)
     flips: bool = True
+
+    def __post_init__(self) -> None:
+        _arrays.number(self.rotation, "rotation", minimum=0.0, maximum=180.0)
+        _arrays.number(self.translate, "translate", minimum=0.0, maximum=1.0)
+        _interval(self.scale, "scale", 0.0, None, low_open=True)
 
     @classmethod
     def for_category(cls, category: str, dataset: str = "mvtec") -> TargetAugmentation:
@@ -109,6 +132,18 @@ class PastedComponent:
     offset: float
     target_centroid: np.ndarray
     source_centroid: np.ndarray
+
+
+def _interval(pair, name: str, minimum: float, maximum: float | None, low_open: bool = False) -> tuple[float, float]:
+    """A (low, high) pair of numbers inside [minimum, maximum] with low <= high."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        msg = f"{name} must be a pair (low, high); got {pair!r}"
+        raise TypeError(msg)
+    low, high = (_arrays.number(v, name, minimum=minimum, maximum=maximum, low_open=low_open) for v in pair)
+    if low > high:
+        msg = f"{name} must be (low, high) with low <= high; got {tuple(pair)}"
+        raise ValueError(msg)
+    return low, high
 
 
 def _components(mask: np.ndarray, connectivity: int) -> list[np.ndarray]:
@@ -187,6 +222,9 @@ def cut_paste(rgb, xyz, source_rgb, source_xyz, mask, rng=None, *, raw_xyz=None,
     mask = mask2d(mask, "mask", shape)
     min_component = _arrays.integer(min_component, "min_component", minimum=0)
     _arrays.one_of(connectivity, "connectivity", (4, 8))
+    inside_fraction = _arrays.number(inside_fraction, "inside_fraction", minimum=0.0, maximum=1.0)
+    ratio_range = _interval(ratio_range, "ratio_range", 0.0, 1.0)
+    offset_range = _interval(offset_range, "offset_range", 0.0, None)
     g = generator(rng)
     target_fg = valid_points(xyz)
     out_rgb = rgb.reshape(-1, 3).copy()
@@ -408,8 +446,14 @@ class G2SFSynthesizer(Sequence):
         self.geometry_sources = geometry_sources
         self.corruptions = _arrays.integer(corruptions, "corruptions", minimum=0, maximum=8)
         self.opaque_shifted = bool(opaque_shifted)
+        options = dict(mask_options or {})
+        accepted = set(inspect.signature(g2sf_mask).parameters) - {"foregrounds", "rng"}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            msg = f"mask_options has keys g2sf_mask does not take: {unknown} (it takes {sorted(accepted)})"
+            raise ValueError(msg)
         self.mask_options = {"skip_last_component": bool(skip_last_component),
-                             **({"relax_every": 10} if eyecandies else {}), **(mask_options or {})}
+                             **({"relax_every": 10} if eyecandies else {}), **options}
 
     def __len__(self) -> int:
         return self.n

@@ -9,7 +9,7 @@ import numpy as np
 from ... import _arrays
 from ._util import dilate, generator, label, mask2d, resize_nearest, shape2
 
-__all__ = ["perlin_noise", "perlin_mask", "g2sf_mask", "utag_mask", "max_pool_mask", "COMBINATIONS"]
+__all__ = ["COMBINATIONS", "g2sf_mask", "max_pool_mask", "perlin_mask", "perlin_noise", "utag_mask"]
 
 COMBINATIONS = ("union", "intersection", "first")
 

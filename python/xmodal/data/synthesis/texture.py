@@ -15,8 +15,17 @@ from ._util import generator, mask2d
 from .corruptions import TEXTURE_AUGMENTATIONS, augment_texture
 from .perlin import max_pool_mask, perlin_noise, utag_mask
 
-__all__ = ["TextureBank", "TextureAnomaly", "TextureAnomalyGenerator", "blend_texture", "draw_beta",
-           "PROCEDURAL_TEXTURES", "SKIMAGE_TEXTURES", "IMAGE_SUFFIXES", "MODALITIES"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MODALITIES",
+    "PROCEDURAL_TEXTURES",
+    "SKIMAGE_TEXTURES",
+    "TextureAnomaly",
+    "TextureAnomalyGenerator",
+    "TextureBank",
+    "blend_texture",
+    "draw_beta",
+]
 
 PROCEDURAL_TEXTURES = ("value_noise", "fractal_noise", "stripes", "checkerboard")
 SKIMAGE_TEXTURES = ("brick", "grass", "gravel")
@@ -180,7 +189,7 @@ def _image_files(folder: Path) -> list[Path]:
             with Image.open(path) as img:  # reads the header only
                 img.size  # noqa: B018
             readable.append(path)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a bad file; each is a skip
             warnings.warn(f"textures: skipping {path}, not a readable image ({type(exc).__name__}: {exc})",
                           stacklevel=4)
     if not readable:
@@ -195,7 +204,7 @@ def _read_texture(path: Path) -> np.ndarray | None:
     try:
         with Image.open(path) as img:
             return np.array(img.convert("RGB"))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - as above: any decoding failure drops the file
         warnings.warn(f"textures: dropping {path}, it cannot be decoded ({type(exc).__name__}: {exc})",
                       stacklevel=4)
         return None
@@ -335,8 +344,8 @@ class TextureAnomalyGenerator:
         self.augmentations = _arrays.integer(augmentations, "augmentations", minimum=0,
                                              maximum=len(TEXTURE_AUGMENTATIONS))
         self.pool = _arrays.integer(pool, "pool", minimum=1)
-        self.mask_options = dict(min_scale_exp=min_scale_exp, max_scale_exp=max_scale_exp, threshold=threshold,
-                                 rotate=rotate, combine=combine, pool=self.pool, max_tries=max_tries)
+        self.mask_options = {"min_scale_exp": min_scale_exp, "max_scale_exp": max_scale_exp, "threshold": threshold,
+                             "rotate": rotate, "combine": combine, "pool": self.pool, "max_tries": max_tries}
         self.rng = generator(seed, "seed")
 
     def __call__(self, rgb=None, depth=None, foreground=None, rng=None) -> TextureAnomaly:

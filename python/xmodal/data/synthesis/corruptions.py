@@ -127,8 +127,8 @@ def cartoon(img, rng, saturation: float = 2.0, colours: int = 32):
     # The palette comes from a 4x reduced copy (median cut on all pixels is 10x slower and
     # picks much the same colours); mapping without dithering leaves flat regions.
     palette = smooth.reduce(4) if min(smooth.size) >= 16 else smooth
-    palette = palette.quantize(colours, method=Image.Quantize.MEDIANCUT)
-    flat = np.array(smooth.quantize(palette=palette, dither=Image.Dither.NONE).convert("RGB"))
+    palette = palette.quantize(colours, method=Image.MEDIANCUT)
+    flat = np.array(smooth.quantize(palette=palette, dither=Image.NONE).convert("RGB"))
     gray = np.array(_pil(flat).convert("L")).astype(np.float64) / 255
     padded = np.pad(gray, 1, mode="reflect")
     lap = (padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:] - 4 * gray) ** 2

@@ -48,6 +48,8 @@ def mask2d(mask, name: str, shape: tuple[int, int] | None = None) -> np.ndarray:
     if arr.ndim != 2 or 0 in arr.shape:
         msg = f"{name} must be a non-empty (H, W) array; got shape {arr.shape}"
         raise ValueError(msg)
+    if arr.dtype.kind == "f":
+        _arrays.check_finite(arr, name)
     if shape is not None and arr.shape != tuple(shape):
         msg = f"{name} must have shape {tuple(shape)} like the image; got {arr.shape}"
         raise ValueError(msg)

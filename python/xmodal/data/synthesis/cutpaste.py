@@ -236,7 +236,7 @@ def cut_paste(rgb, xyz, source_rgb, source_xyz, mask, rng=None, *, raw_xyz=None,
     for source in _components(mask, connectivity):
         if len(source) <= min_component:
             continue
-        target, shift = source, (0, 0)
+        target, shift, moved = source, (0, 0), None
         if np.count_nonzero(fg_flat[source]) <= int(inside_fraction * len(source)):
             moved = _shift_onto(source, shape, target_fg, g)
             if moved is not None:
@@ -245,7 +245,7 @@ def cut_paste(rgb, xyz, source_rgb, source_xyz, mask, rng=None, *, raw_xyz=None,
         if not t_valid.any() or not s_valid.any():
             continue
         ratio = g.uniform(*ratio_range)
-        if opaque_shifted and shift != (0, 0):
+        if opaque_shifted and moved is not None:
             ratio = 0.0
         out_rgb[target] = np.clip(np.rint(out_rgb[target] * ratio + src_rgb[source] * (1 - ratio)), 0, 255)
         c_tgt = out_xyz[target][t_valid].astype(np.float64).mean(axis=0)
@@ -392,8 +392,11 @@ class G2SFSynthesizer(Sequence):
         n: number of anomalies (default: 800 for MVTec 3D-AD, 1000 for Eyecandies, the paper's).
         raw: the un-preprocessed clouds of the same samples in the same order (Samples or
             arrays; the same size or smaller, then zero-padded centred), where the pasted x and
-            y come from. None: each sample's own cloud (right for xmodal's synthetic data,
-            whose clouds keep their background).
+            y come from. None: each sample's own cloud; then a piece pasted past the object
+            finds no x, y there and leaves missing points. xmodal's synthetic data has no
+            separate raw cloud: pass its background-removed samples as ``samples`` and the
+            generated ones as ``raw`` (samples that keep their background plane would make
+            the whole plane foreground).
         geometry_sources: a sequence of Samples or clouds (e.g. a :class:`GeometryPool` over
             every class); None: a GeometryPool of this class's samples.
         n_geometry_sources: clouds per class for that default pool (8; Eyecandies 24).

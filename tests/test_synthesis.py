@@ -463,6 +463,25 @@ def test_synthesizer_is_reproducible_item_by_item(domes):
     assert all(tuple(p) in points for p in normal.xyz[normal.foreground()])  # no invented point
 
 
+def test_synthesizer_on_a_background_removed_dataset(tmp_path):
+    """The documented pipeline on the synthetic generator's files: background-removed clouds
+    (padded from 150 to 200 px) as samples, the generated clouds as raw."""
+    from xmodal.data import MVTec3D
+    from xmodal.data.preprocess import BackgroundRemoved
+
+    root = synthetic.make_dataset(tmp_path / "data", categories=["puck"], n_train=3, n_test=0, n_validation=0,
+                                  n_test_good=0, image_size=150, defects=())
+    raw = MVTec3D(root, "puck", "train")
+    train = BackgroundRemoved(raw, tmp_path / "cache")
+    item = G2SFSynthesizer(train, raw=raw, n=2, seed=0)[1]
+    assert item.rgb.shape == (200, 200, 3) and item.mask.any()
+    assert not (item.xyz.any(-1) & ~item.raw_xyz.any(-1)).any()
+    plain = G2SFSynthesizer(train, raw=raw, n=2, augmentation=None, seed=0)[1]
+    np.testing.assert_array_equal(plain.raw_xyz[25:175, 25:175], raw[plain.target_index].xyz)
+    assert not plain.raw_xyz[:25].any() and not plain.raw_xyz[:, 175:].any()
+    np.testing.assert_array_equal(plain.target.xyz, train[plain.target_index].xyz)
+
+
 def test_synthesizer_options(domes):
     pre, _ = domes
     pool = GeometryPool({"dome": pre, "puck": [synthetic.make_sample("puck", image_size=160, split="train",

@@ -553,6 +553,10 @@ def test_beta_distribution():
     assert abs((betas == 0.2).mean() - clipped) < 0.012
     assert abs((betas == 0.8).mean() - clipped) < 0.012
     assert abs(betas.mean() - 0.5) < 0.01
+    truncated = np.array([draw_beta(g, truncated=True) for _ in range(20000)])
+    assert truncated.min() > 0.2 and truncated.max() < 0.8
+    # A N(0.5, 0.3) truncated to [0.2, 0.8] (+-1 sigma) has standard deviation 0.3 * 0.5396.
+    assert abs(truncated.std() - 0.3 * 0.5396) < 0.004
 
 
 def utag_inputs(size=96):
@@ -588,6 +592,7 @@ def test_texture_anomaly_generator():
     b = TextureAnomalyGenerator(seed=0)(rgb, depth, fg, rng=3)
     np.testing.assert_array_equal(a.rgb, b.rgb)
     np.testing.assert_array_equal(a.depth, b.depth)
+    assert gen(rgb, depth, fg, modality="rgb").depth is depth  # a per-call choice
     only_depth = TextureAnomalyGenerator(modality="depth", seed=1)(None, depth[..., 0], fg)
     assert only_depth.rgb is None and only_depth.depth.shape == fg.shape and only_depth.modality == "depth"
 

@@ -252,9 +252,20 @@ def blend_texture(image, texture, mask, beta: float) -> np.ndarray:
     return out.astype(x.dtype)
 
 
-def draw_beta(rng, mean: float = 0.5, std: float = 0.3, low: float = 0.2, high: float = 0.8) -> float:
-    """beta ~ N(mean, std) clipped to [low, high] (BridgeNet: N(0.5, 0.3), [0.2, 0.8])."""
-    return float(np.clip(generator(rng).normal(mean, std), low, high))
+def draw_beta(rng, mean: float = 0.5, std: float = 0.3, low: float = 0.2, high: float = 0.8, *,
+              truncated: bool = False) -> float:
+    """beta ~ N(mean, std) clipped to [low, high] (BridgeNet: N(0.5, 0.3), [0.2, 0.8]).
+
+    The reference clips, so about 16 % of the draws sit on each bound; the paper's words,
+    "truncated at (0.2, 0.8)", also fit a truncated normal, which ``truncated=True`` draws by
+    redrawing until the value falls inside (clipped after 1000 misses, for a far interval)."""
+    g = generator(rng)
+    value = g.normal(mean, std)
+    for _ in range(1000 if truncated else 0):
+        if low <= value <= high:
+            break
+        value = g.normal(mean, std)
+    return float(np.clip(value, low, high))
 
 
 # --- the generator --------------------------------------------------------------------------------
@@ -321,6 +332,7 @@ class TextureAnomalyGenerator:
     Args:
         textures, builtin: see :class:`TextureBank` (or pass a TextureBank as ``textures``).
         beta_mean, beta_std, beta_range: BridgeNet's N(0.5, 0.3) clipped to [0.2, 0.8].
+        beta_truncated: draw a truncated normal instead of clipping (see :func:`draw_beta`).
         modality: "random" (1/3 each), or always "both", "rgb" or "depth".
         min_scale_exp, max_scale_exp, threshold, rotate, combine, max_tries: :func:`utag_mask`.
         pool: label-grid pooling.
@@ -329,7 +341,7 @@ class TextureAnomalyGenerator:
     """
 
     def __init__(self, textures=None, *, builtin: bool = True, beta_mean: float = 0.5, beta_std: float = 0.3,
-                 beta_range=(0.2, 0.8), modality: str = "random", min_scale_exp: int = 0, max_scale_exp: int = 5,
+                 beta_range=(0.2, 0.8), beta_truncated: bool = False, modality: str = "random", min_scale_exp: int = 0, max_scale_exp: int = 5,
                  threshold: float = 0.5, rotate: float = 90, combine: str = "random", pool: int = 8,
                  max_tries: int = 100, augmentations: int = 3, seed: int | None = 0):
         self.bank = textures if isinstance(textures, TextureBank) else TextureBank(textures, builtin=builtin)
@@ -340,6 +352,7 @@ class TextureAnomalyGenerator:
             msg = f"beta_range must be (low, high) with low <= high; got {tuple(beta_range)}"
             raise ValueError(msg)
         self.beta_range = (low, high)
+        self.beta_truncated = bool(beta_truncated)
         self.modality = _arrays.one_of(modality, "modality", ("random", *MODALITIES))
         self.augmentations = _arrays.integer(augmentations, "augmentations", minimum=0,
                                              maximum=len(TEXTURE_AUGMENTATIONS))
@@ -348,7 +361,7 @@ class TextureAnomalyGenerator:
                              "rotate": rotate, "combine": combine, "pool": self.pool, "max_tries": max_tries}
         self.rng = generator(seed, "seed")
 
-    def __call__(self, rgb=None, depth=None, foreground=None, rng=None) -> TextureAnomaly:
+    def __call__(self, rgb=None, depth=None, foreground=None, rng=None, modality: str | None = None) -> TextureAnomaly:
         """Blends a texture anomaly into ``rgb`` and/or ``depth`` inside ``foreground``.
 
         Args:
@@ -356,6 +369,8 @@ class TextureAnomalyGenerator:
             depth: (H, W), (H, W, 1) or (H, W, 3) depth image or None.
             foreground: (H, W) mask where anomalies may appear (required).
             rng: numpy Generator or int seed (default: the generator's own stream).
+            modality: overrides the generator's ``modality`` for this call (e.g. one choice
+                per epoch, the paper's Selective Modality, instead of one per sample).
 
         With only one image given, the modality is that image's.
         """
@@ -381,8 +396,9 @@ class TextureAnomalyGenerator:
         colour = augment_texture(texture, shape, g, ops)
         gray_source = np.repeat(np.asarray(_as_gray(texture))[..., None], 3, axis=2)
         gray = augment_texture(gray_source, shape, g, ops)
-        beta = draw_beta(g, self.beta_mean, self.beta_std, *self.beta_range)
-        modality = MODALITIES[int(g.integers(3))] if self.modality == "random" else self.modality
+        beta = draw_beta(g, self.beta_mean, self.beta_std, *self.beta_range, truncated=self.beta_truncated)
+        choice = self.modality if modality is None else _arrays.one_of(modality, "modality", ("random", *MODALITIES))
+        modality = MODALITIES[int(g.integers(3))] if choice == "random" else choice
         if rgb is None:
             modality = "depth"
         elif depth is None:

@@ -68,8 +68,11 @@ BridgeNet's UTAG (paper Sec. 3.3, Eqs. 7-9, Sec. 4.1; reference ``datasets/mvtec
   max-pooled label is non-empty; a texture and its grayscale copy through 3 of the 9 GLASS
   augmentations (the same three for both copies, parameters drawn per copy, as the reference
   applies one pipeline twice), resized so the shorter side covers the image and centre-cropped;
-  x' = x (1 - M) + (1 - beta) t M + beta x M with beta ~ N(0.5, 0.3) clipped to [0.2, 0.8], one
-  mask and beta for both images; the modality (both, RGB only, depth only) 1/3 each per sample.
+  x' = x (1 - M) + (1 - beta) t M + beta x M with beta ~ N(0.5, 0.3) clipped to [0.2, 0.8] (the
+  reference; the paper's "truncated at (0.2, 0.8)" also reads as a truncated normal:
+  ``beta_truncated=True``), one mask and beta for both images; the modality (both, RGB only,
+  depth only) 1/3 each per sample, as the reference (a call's ``modality`` argument fixes it,
+  e.g. once per epoch as the paper's Selective Modality describes).
 - Differences: the textures come from a built-in procedural bank (value and fractal noise,
   stripes, checkerboards, scikit-image's brick/grass/gravel when installed) plus any folder the
   user passes: DTD cannot be downloaded here. Retries are bounded, and an empty foreground is

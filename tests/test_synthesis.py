@@ -194,6 +194,8 @@ def test_g2sf_mask_errors():
         g2sf_mask([np.ones((8, 8)), np.ones((9, 8))], 0)
     with pytest.raises(TypeError, match="foregrounds"):
         g2sf_mask("mask", 0)
+    with pytest.raises(ValueError, match="foregrounds must be a non-empty \\(H, W\\) array"):
+        g2sf_mask(np.ones((4, 4, 3)), 0)
     with pytest.raises(ValueError, match="connectivity"):
         g2sf_mask(blob_foreground(), 0, connectivity=6)
 

@@ -107,7 +107,7 @@ def perlin_mask(shape, rng=None, min_scale_exp: int = 0, max_scale_exp: int = 4,
 
 
 def _intersection(foregrounds, name: str) -> np.ndarray:
-    if isinstance(foregrounds, np.ndarray) and foregrounds.ndim == 2:
+    if isinstance(foregrounds, np.ndarray):
         return mask2d(foregrounds, name)
     if not isinstance(foregrounds, (list, tuple)) or not foregrounds:
         msg = f"{name} must be an (H, W) mask or a non-empty list of (H, W) masks; got {type(foregrounds).__name__}"
@@ -168,6 +168,8 @@ def g2sf_mask(foregrounds, rng=None, *, work_size: int | None = 512, min_scale_e
     dilation = _arrays.integer(dilation, "dilation", minimum=0)
     _arrays.one_of(connectivity, "connectivity", (4, 8))
     relax_every = _arrays.integer(relax_every, "relax_every", minimum=1, allow_none=True)
+    relax_factor = _arrays.number(relax_factor, "relax_factor", minimum=0.0, maximum=1.0, low_open=True)
+    min_threshold = _arrays.number(min_threshold, "min_threshold", minimum=-1.0, maximum=1.0)
     max_tries = _arrays.integer(max_tries, "max_tries", minimum=1)
     if dilation > 1 and dilation % 2 == 0:
         msg = f"dilation must be odd (a centred square); got {dilation}"

@@ -38,6 +38,18 @@ def shape2(shape, name: str = "shape") -> tuple[int, int]:
     return _arrays.integer(h, f"{name}[0]", minimum=1), _arrays.integer(w, f"{name}[1]", minimum=1)
 
 
+def interval(pair, name: str, minimum: float, maximum: float | None, low_open: bool = False) -> tuple[float, float]:
+    """A (low, high) pair of numbers inside [minimum, maximum] with low <= high."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        msg = f"{name} must be a pair (low, high); got {pair!r}"
+        raise TypeError(msg)
+    low, high = (_arrays.number(v, name, minimum=minimum, maximum=maximum, low_open=low_open) for v in pair)
+    if low > high:
+        msg = f"{name} must be (low, high) with low <= high; got {tuple(pair)}"
+        raise ValueError(msg)
+    return low, high
+
+
 def mask2d(mask, name: str, shape: tuple[int, int] | None = None) -> np.ndarray:
     """A 2-D bool mask (nonzero = True) of an optional exact shape; TypeError for non-numeric
     input, ValueError for a wrong shape."""

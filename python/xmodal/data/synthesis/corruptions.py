@@ -5,7 +5,7 @@
   anomaly (``MVTecPseudoDataset.augmenters``, DRAEM's recipe with G2SF's list). imgaug 0.4.0
   does not import under numpy 2, so each is rewritten here from imgaug's documented behaviour.
 * :data:`TEXTURE_AUGMENTATIONS`: the 9 torchvision transforms GLASS and BridgeNet draw 3 of to
-  vary a texture (``rand_augmenter``), on PIL images exactly as torchvision applies them.
+  vary a texture (``rand_augmenter``), with the PIL operations torchvision uses for PIL images.
 
 Every function takes and returns an (H, W, 3) uint8 image and draws its parameters from the
 numpy Generator it is given.

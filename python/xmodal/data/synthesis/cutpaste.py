@@ -15,6 +15,7 @@ from ._util import (
     child,
     cloud,
     generator,
+    interval,
     label,
     mask2d,
     resize_nearest,
@@ -72,7 +73,7 @@ class TargetAugmentation:
     def __post_init__(self) -> None:
         _arrays.number(self.rotation, "rotation", minimum=0.0, maximum=180.0)
         _arrays.number(self.translate, "translate", minimum=0.0, maximum=1.0)
-        _interval(self.scale, "scale", 0.0, None, low_open=True)
+        interval(self.scale, "scale", 0.0, None, low_open=True)
 
     @classmethod
     def for_category(cls, category: str, dataset: str = "mvtec") -> TargetAugmentation:
@@ -132,18 +133,6 @@ class PastedComponent:
     offset: float
     target_centroid: np.ndarray
     source_centroid: np.ndarray
-
-
-def _interval(pair, name: str, minimum: float, maximum: float | None, low_open: bool = False) -> tuple[float, float]:
-    """A (low, high) pair of numbers inside [minimum, maximum] with low <= high."""
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-        msg = f"{name} must be a pair (low, high); got {pair!r}"
-        raise TypeError(msg)
-    low, high = (_arrays.number(v, name, minimum=minimum, maximum=maximum, low_open=low_open) for v in pair)
-    if low > high:
-        msg = f"{name} must be (low, high) with low <= high; got {tuple(pair)}"
-        raise ValueError(msg)
-    return low, high
 
 
 def _components(mask: np.ndarray, connectivity: int) -> list[np.ndarray]:
@@ -223,8 +212,8 @@ def cut_paste(rgb, xyz, source_rgb, source_xyz, mask, rng=None, *, raw_xyz=None,
     min_component = _arrays.integer(min_component, "min_component", minimum=0)
     _arrays.one_of(connectivity, "connectivity", (4, 8))
     inside_fraction = _arrays.number(inside_fraction, "inside_fraction", minimum=0.0, maximum=1.0)
-    ratio_range = _interval(ratio_range, "ratio_range", 0.0, 1.0)
-    offset_range = _interval(offset_range, "offset_range", 0.0, None)
+    ratio_range = interval(ratio_range, "ratio_range", 0.0, 1.0)
+    offset_range = interval(offset_range, "offset_range", 0.0, None)
     g = generator(rng)
     target_fg = valid_points(xyz)
     out_rgb = rgb.reshape(-1, 3).copy()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import _arrays
-from ._util import generator, mask2d
+from ._util import generator, interval, mask2d
 from .corruptions import TEXTURE_AUGMENTATIONS, augment_texture
 from .perlin import max_pool_mask, perlin_noise, utag_mask
 
@@ -347,11 +347,7 @@ class TextureAnomalyGenerator:
         self.bank = textures if isinstance(textures, TextureBank) else TextureBank(textures, builtin=builtin)
         self.beta_mean = _arrays.number(beta_mean, "beta_mean", minimum=0.0, maximum=1.0)
         self.beta_std = _arrays.number(beta_std, "beta_std", minimum=0.0)
-        low, high = (_arrays.number(v, "beta_range", minimum=0.0, maximum=1.0) for v in beta_range)
-        if low > high:
-            msg = f"beta_range must be (low, high) with low <= high; got {tuple(beta_range)}"
-            raise ValueError(msg)
-        self.beta_range = (low, high)
+        self.beta_range = interval(beta_range, "beta_range", 0.0, 1.0)
         self.beta_truncated = bool(beta_truncated)
         self.modality = _arrays.one_of(modality, "modality", ("random", *MODALITIES))
         self.augmentations = _arrays.integer(augmentations, "augmentations", minimum=0,

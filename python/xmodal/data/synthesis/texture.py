@@ -341,8 +341,8 @@ class TextureAnomalyGenerator:
     """
 
     def __init__(self, textures=None, *, builtin: bool = True, beta_mean: float = 0.5, beta_std: float = 0.3,
-                 beta_range=(0.2, 0.8), beta_truncated: bool = False, modality: str = "random", min_scale_exp: int = 0, max_scale_exp: int = 5,
-                 threshold: float = 0.5, rotate: float = 90, combine: str = "random", pool: int = 8,
+                 beta_range=(0.2, 0.8), beta_truncated: bool = False, modality: str = "random",
+                 min_scale_exp: int = 0, max_scale_exp: int = 5, threshold: float = 0.5, rotate: float = 90, combine: str = "random", pool: int = 8,
                  max_tries: int = 100, augmentations: int = 3, seed: int | None = 0):
         self.bank = textures if isinstance(textures, TextureBank) else TextureBank(textures, builtin=builtin)
         self.beta_mean = _arrays.number(beta_mean, "beta_mean", minimum=0.0, maximum=1.0)
@@ -383,6 +383,7 @@ class TextureAnomalyGenerator:
             msg = "foreground is required: an (H, W) mask of where the object is"
             raise ValueError(msg)
         fg = mask2d(foreground, "foreground", shape)
+        choice = self.modality if modality is None else _arrays.one_of(modality, "modality", ("random", *MODALITIES))
         g = self.rng if rng is None else generator(rng)
 
         mask = utag_mask(fg, g, **self.mask_options)
@@ -393,7 +394,6 @@ class TextureAnomalyGenerator:
         gray_source = np.repeat(np.asarray(_as_gray(texture))[..., None], 3, axis=2)
         gray = augment_texture(gray_source, shape, g, ops)
         beta = draw_beta(g, self.beta_mean, self.beta_std, *self.beta_range, truncated=self.beta_truncated)
-        choice = self.modality if modality is None else _arrays.one_of(modality, "modality", ("random", *MODALITIES))
         modality = MODALITIES[int(g.integers(3))] if choice == "random" else choice
         if rgb is None:
             modality = "depth"

@@ -695,7 +695,8 @@ def test_texture_folder(tmp_path):
 def test_no_torch_or_scipy_import():
     code = ("import sys, numpy as np; from xmodal.data import synthesis as s; "
             "t = [np.full((9, 9, 3), 7, np.uint8)]; "
-            "s.TextureAnomalyGenerator(t, builtin=False)(np.zeros((64, 64, 3), np.uint8), None, np.ones((64, 64), bool)); "
+            "gen = s.TextureAnomalyGenerator(t, builtin=False); "
+            "gen(np.zeros((64, 64, 3), np.uint8), None, np.ones((64, 64), bool)); "
             "s.g2sf_mask(np.ones((64, 64), bool), 0); "
             "assert 'torch' not in sys.modules and 'scipy' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)

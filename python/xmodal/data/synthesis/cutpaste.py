@@ -350,7 +350,8 @@ def _match_raw(raw: np.ndarray, shape, index: int) -> np.ndarray:
     if (h, w) == tuple(shape):
         return raw
     if h > shape[0] or w > shape[1]:
-        msg = f"raw[{index}] is {h}x{w}, larger than the sample's {shape[0]}x{shape[1]}; it must be the same size or smaller (padded)"
+        msg = (f"raw[{index}] is {h}x{w}, larger than the sample's {shape[0]}x{shape[1]}; it must be the same "
+               "size or smaller (then it is zero-padded)")
         raise ValueError(msg)
     top, left = (shape[0] - h) // 2, (shape[1] - w) // 2
     return np.pad(raw, [(top, shape[0] - h - top), (left, shape[1] - w - left), (0, 0)])
@@ -408,7 +409,8 @@ class G2SFSynthesizer(Sequence):
             msg = f"samples must be a sequence of Samples (a dataset or a list); got {type(samples).__name__}"
             raise TypeError(msg)
         if len(samples) < 2:
-            msg = f"samples must hold at least 2 training samples (target and appearance source differ); got {len(samples)}"
+            msg = (f"samples must hold at least 2 training samples (the target and the appearance source differ); "
+                   f"got {len(samples)}")
             raise ValueError(msg)
         if raw is not None and len(raw) != len(samples):
             msg = f"raw must hold one cloud per sample ({len(samples)}); got {len(raw)}"

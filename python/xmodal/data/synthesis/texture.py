@@ -342,8 +342,9 @@ class TextureAnomalyGenerator:
 
     def __init__(self, textures=None, *, builtin: bool = True, beta_mean: float = 0.5, beta_std: float = 0.3,
                  beta_range=(0.2, 0.8), beta_truncated: bool = False, modality: str = "random",
-                 min_scale_exp: int = 0, max_scale_exp: int = 5, threshold: float = 0.5, rotate: float = 90, combine: str = "random", pool: int = 8,
-                 max_tries: int = 100, augmentations: int = 3, seed: int | None = 0):
+                 min_scale_exp: int = 0, max_scale_exp: int = 5, threshold: float = 0.5, rotate: float = 90,
+                 combine: str = "random", pool: int = 8, max_tries: int = 100, augmentations: int = 3,
+                 seed: int | None = 0):
         self.bank = textures if isinstance(textures, TextureBank) else TextureBank(textures, builtin=builtin)
         self.beta_mean = _arrays.number(beta_mean, "beta_mean", minimum=0.0, maximum=1.0)
         self.beta_std = _arrays.number(beta_std, "beta_std", minimum=0.0)

@@ -248,3 +248,28 @@ def test_float16_bank_with_huge_queries(rng):
     _assert_equals_reference(queries, bank, 3)
     low_d = (rng.standard_normal((8, 4)) * 1e25).astype(np.float32)
     _assert_equals_reference(low_d, bank[:, :4], 3)
+
+
+@pytest.mark.cuda
+def test_cuda_huge_and_tiny_inputs_exact_or_refused(rng):
+    # The GPU screens at a power-of-two scale chosen on the device; where its candidate margin
+    # cannot prove the answer (distances that round to float32 subnormals or inf) it refuses.
+    # It must never return a wrong answer.
+    torch = pytest.importorskip("torch")
+    scales = 10.0 ** rng.uniform(-35, 35, size=(600, 1))
+    cases = [
+        (np.array([[2e19, 0, 0, 0, 0]]), np.array([[0] * 5, [1.9e19, 0, 0, 0, 0]]), 1),
+        (rng.standard_normal((30, 768)) * 1e18, rng.standard_normal((500, 768)) * 1e18, 3),
+        (rng.standard_normal((30, 64)) * 1e-30, rng.standard_normal((500, 64)) * 1e-30, 3),
+        (rng.standard_normal((30, 64)) * scales[:30], rng.standard_normal((600, 64)) * scales, 4),
+    ]
+    for queries, bank, k in cases:
+        queries, bank = queries.astype(np.float32), bank.astype(np.float32)
+        cpu = xmodal.knn(queries, bank, k)
+        try:
+            gpu = xmodal.knn(torch.from_numpy(queries).cuda(), torch.from_numpy(bank).cuda(), k)
+        except RuntimeError as exc:
+            assert "cannot be guaranteed exact" in str(exc)
+            continue
+        np.testing.assert_array_equal(gpu.idx.cpu().numpy(), cpu.idx)
+        np.testing.assert_array_equal(gpu.dist.cpu().numpy(), cpu.dist)

@@ -1,6 +1,7 @@
 // Farthest point sampling of a 3D point cloud.
 //
-//   points     (N, 3) float32, C-contiguous, finite (the caller rejects NaN/inf)
+//   points     (N, 3) float32, C-contiguous, finite (the caller rejects NaN/inf), every
+//              coordinate below 2^127 in magnitude (common/point_range.h; invalid_argument otherwise)
 //   n          1 <= n <= N points to select
 //   start      0 <= start < N: idx[0]
 //   reference  false: exact FPS. Each further index is the not-yet-selected point whose

@@ -5,6 +5,7 @@
 
 #include "common/check.h"
 #include "common/point_math.h"
+#include "common/point_range.h"
 #include "common/point_tree.h"
 #include "ops/fps/fps.h"
 
@@ -163,6 +164,7 @@ void farthest_point_sample_cpu(const float* points, int64_t num_points, int64_t 
   XMODAL_CHECK(start >= 0 && start < num_points, "start must be in [0, N=", num_points, "); got ", start);
   XMODAL_CHECK(!reference || start == 0, "reference=True always starts at index 0 (as pointnet2_ops); got start=",
                start);
+  check_point_range_cpu(points, num_points, "points");
   idx[0] = start;
   if (n == 1) return;
   BucketFps fps(points, num_points, reference);

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "common/check.h"
+#include "common/cuda_buffer.cuh"
 #include "common/cuda_check.cuh"
 #include "ops/grid/points_to_grid.h"
 
@@ -65,18 +66,16 @@ void points_to_grid_cuda(const float* features, int64_t num_points, int64_t chan
                num_points, " C=", channels);
   if (channels == 0) return;
   cudaStream_t stream = as_stream(stream_handle);
-  int32_t* point_at = nullptr;
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&point_at, sizeof(int32_t) * height * width, stream));
-  XMODAL_CUDA_CHECK(cudaMemsetAsync(point_at, 0xFF, sizeof(int32_t) * height * width, stream));  // all -1
+  DeviceBuffer<int32_t> point_at(height * width, stream);
+  XMODAL_CUDA_CHECK(cudaMemsetAsync(point_at.get(), 0xFF, sizeof(int32_t) * height * width, stream));  // all -1
   if (num_points > 0) {
     scatter_points<<<grid_for(num_points, kThreads), kThreads, 0, stream>>>(pixel_index, num_points, height * width,
-                                                                          point_at);
+                                                                          point_at.get());
     XMODAL_CUDA_LAUNCH_CHECK("scatter_points");
   }
   pool_grid<<<grid_for(out_height * out_width * channels, kThreads), kThreads, 0, stream>>>(
-      features, channels, point_at, height, width, out_height, out_width, channels_last, out);
+      features, channels, point_at.get(), height, width, out_height, out_width, channels_last, out);
   XMODAL_CUDA_LAUNCH_CHECK("pool_grid");
-  XMODAL_CUDA_CHECK(cudaFreeAsync(point_at, stream));
 }
 
 }  // namespace xmodal

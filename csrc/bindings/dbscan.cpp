@@ -15,8 +15,8 @@ void dbscan_cpu_binding(CpuIn<float> points, double eps, int64_t min_points, Cpu
 }  // namespace
 
 void bind_dbscan(nb::module_& m) {
-  m.def("dbscan_cpu", &dbscan_cpu_binding, nb::arg("points"), nb::arg("eps"), nb::arg("min_points"),
-        nb::arg("labels"), nb::call_guard<nb::gil_scoped_release>());
+  m.def("dbscan_cpu", &dbscan_cpu_binding, nb::arg("points").noconvert(), nb::arg("eps"), nb::arg("min_points"),
+        nb::arg("labels").noconvert(), nb::call_guard<nb::gil_scoped_release>());
 }
 
 }  // namespace xmodal::bindings

@@ -19,8 +19,8 @@ void ransac_plane_cpu_binding(CpuIn<float> points, double threshold, int64_t sam
 }  // namespace
 
 void bind_ransac(nb::module_& m) {
-  m.def("ransac_plane_cpu", &ransac_plane_cpu_binding, nb::arg("points"), nb::arg("threshold"),
-        nb::arg("sample_size"), nb::arg("iterations"), nb::arg("probability"), nb::arg("seed"), nb::arg("plane"), nb::arg("inliers"),
+  m.def("ransac_plane_cpu", &ransac_plane_cpu_binding, nb::arg("points").noconvert(), nb::arg("threshold"),
+        nb::arg("sample_size"), nb::arg("iterations"), nb::arg("probability"), nb::arg("seed"), nb::arg("plane").noconvert(), nb::arg("inliers").noconvert(),
         nb::call_guard<nb::gil_scoped_release>());
 }
 

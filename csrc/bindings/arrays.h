@@ -49,8 +49,8 @@ void require_ndim(const Array& a, size_t ndim, const char* name) {
 
 template <typename Array>
 void require_dim(const Array& a, size_t axis, int64_t expected, const char* name) {
-  XMODAL_CHECK(static_cast<int64_t>(a.shape(axis)) == expected, name, ".shape[", axis, "] must be ",
-               expected, "; got ", a.shape(axis));
+  XMODAL_CHECK(static_cast<int64_t>(a.shape(axis)) == expected, name, ".shape[", axis, "] must be ", expected, "; got ",
+               a.shape(axis));
 }
 
 template <typename Array>

@@ -1,6 +1,7 @@
+#include "ops/coreset/coreset.h"
+
 #include "bindings/arrays.h"
 #include "common/cuda_device.h"
-#include "ops/coreset/coreset.h"
 
 namespace xmodal::bindings {
 namespace {

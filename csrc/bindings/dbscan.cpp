@@ -1,5 +1,6 @@
-#include "bindings/arrays.h"
 #include "ops/dbscan/dbscan.h"
+
+#include "bindings/arrays.h"
 
 namespace xmodal::bindings {
 namespace {

@@ -1,6 +1,7 @@
+#include "ops/knn/knn.h"
+
 #include "bindings/arrays.h"
 #include "common/cuda_device.h"
-#include "ops/knn/knn.h"
 
 namespace xmodal::bindings {
 namespace {
@@ -15,8 +16,7 @@ BankType bank_type_of(const AnyBank& bank) {
 }
 
 template <typename Queries, typename Dist, typename Index>
-void check_knn_shapes(const Queries& queries, const AnyBank& bank, int64_t k, const Dist& dist,
-                      const Index& idx) {
+void check_knn_shapes(const Queries& queries, const AnyBank& bank, int64_t k, const Dist& dist, const Index& idx) {
   require_ndim(queries, 2, "queries");
   require_ndim(bank, 2, "bank");
   require_dim(bank, 1, dim(queries, 1), "bank");
@@ -57,11 +57,12 @@ void knn_cuda_binding(CudaIn<float> queries, AnyBank bank, int64_t k, CudaOut<fl
 }  // namespace
 
 void bind_knn(nb::module_& m) {
-  m.def("knn_cpu", &knn_cpu_binding, nb::arg("queries").noconvert(), nb::arg("bank").noconvert(), nb::arg("k"), nb::arg("dist").noconvert(),
-        nb::arg("idx").noconvert(), nb::call_guard<nb::gil_scoped_release>());
+  m.def("knn_cpu", &knn_cpu_binding, nb::arg("queries").noconvert(), nb::arg("bank").noconvert(), nb::arg("k"),
+        nb::arg("dist").noconvert(), nb::arg("idx").noconvert(), nb::call_guard<nb::gil_scoped_release>());
 #ifdef XMODAL_WITH_CUDA
-  m.def("knn_cuda", &knn_cuda_binding, nb::arg("queries").noconvert(), nb::arg("bank").noconvert(), nb::arg("k"), nb::arg("dist").noconvert(),
-        nb::arg("idx").noconvert(), nb::arg("status").noconvert(), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
+  m.def("knn_cuda", &knn_cuda_binding, nb::arg("queries").noconvert(), nb::arg("bank").noconvert(), nb::arg("k"),
+        nb::arg("dist").noconvert(), nb::arg("idx").noconvert(), nb::arg("status").noconvert(), nb::arg("stream"),
+        nb::call_guard<nb::gil_scoped_release>());
 #endif
 }
 

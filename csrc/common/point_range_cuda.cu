@@ -19,8 +19,7 @@ void check_point_range_cuda(const float* xyz, int64_t count, const char* name, v
   cudaStream_t stream = as_stream(stream_handle);
   DeviceBuffer<int> flag(1, stream);
   XMODAL_CUDA_CHECK(cudaMemsetAsync(flag.get(), 0, sizeof(int), stream));
-  launch(flag_out_of_range, 3 * count, stream, "flag_out_of_range", xyz, static_cast<long long>(3 * count),
-         flag.get());
+  launch(flag_out_of_range, 3 * count, stream, "flag_out_of_range", xyz, static_cast<long long>(3 * count), flag.get());
   int host = 0;
   XMODAL_CUDA_CHECK(cudaMemcpyAsync(&host, flag.get(), sizeof(int), cudaMemcpyDeviceToHost, stream));
   XMODAL_CUDA_CHECK(cudaStreamSynchronize(stream));

@@ -103,8 +103,8 @@ __global__ void update_min_distance(const float* x, int64_t num_points, int64_t 
   }
 }
 
-__global__ void pick_center(const Best* block_best, int blocks, int64_t num_points, int64_t step,
-                            int64_t* center, int64_t* idx) {
+__global__ void pick_center(const Best* block_best, int blocks, int64_t num_points, int64_t step, int64_t* center,
+                            int64_t* idx) {
   Best b{-INFINITY, num_points};
   for (int i = threadIdx.x; i < blocks; i += 32) b = better_of(b, block_best[i]);
   b = warp_best(b);
@@ -116,10 +116,9 @@ __global__ void pick_center(const Best* block_best, int blocks, int64_t num_poin
 
 }  // namespace
 
-void greedy_coreset_cuda(const float* x, int64_t num_points, int64_t dim, int64_t n, int64_t start,
-                         int64_t* idx, void* stream_handle) {
-  XMODAL_CHECK(num_points >= 1 && dim >= 1, "x must be a non-empty (N, D) matrix; got (", num_points, ", ",
-               dim, ")");
+void greedy_coreset_cuda(const float* x, int64_t num_points, int64_t dim, int64_t n, int64_t start, int64_t* idx,
+                         void* stream_handle) {
+  XMODAL_CHECK(num_points >= 1 && dim >= 1, "x must be a non-empty (N, D) matrix; got (", num_points, ", ", dim, ")");
   XMODAL_CHECK(n >= 1 && n <= num_points, "n must be in [1, N=", num_points, "]; got ", n);
   XMODAL_CHECK(start >= 0 && start < num_points, "start must be in [0, N=", num_points, "); got ", start);
   cudaStream_t stream = as_stream(stream_handle);

@@ -64,8 +64,8 @@ __global__ void three_nn_search(const float* points, int64_t num_points, const f
   }
 }
 
-__global__ void three_nn_gather(const int32_t* nearest, const double* weight, const float* features,
-                                int64_t num_points, int64_t channels, float* out) {
+__global__ void three_nn_gather(const int32_t* nearest, const double* weight, const float* features, int64_t num_points,
+                                int64_t channels, float* out) {
   const int64_t total = num_points * channels;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {

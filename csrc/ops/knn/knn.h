@@ -28,8 +28,8 @@ namespace xmodal {
 
 enum class BankType { f32, f16 };
 
-void knn_cpu(const float* queries, int64_t num_queries, const void* bank, BankType bank_type,
-             int64_t bank_size, int64_t dim, int64_t k, float* dist, int64_t* idx);
+void knn_cpu(const float* queries, int64_t num_queries, const void* bank, BankType bank_type, int64_t bank_size,
+             int64_t dim, int64_t k, float* dist, int64_t* idx);
 
 // CUDA version: same contract; all pointers are device pointers, work is queued on `stream`.
 // `status` (device int32, zeroed by the caller) is set to 1 when a bank row outside the
@@ -38,8 +38,7 @@ void knn_cpu(const float* queries, int64_t num_queries, const void* bank, BankTy
 // infinite, where rounding merges many rows. The result is then not guaranteed and the caller
 // raises; it is never wrong silently. Inputs are screened at a power-of-two scale chosen on
 // the device, as on the CPU.
-void knn_cuda(const float* queries, int64_t num_queries, const void* bank, BankType bank_type,
-              int64_t bank_size, int64_t dim, int64_t k, float* dist, int64_t* idx,
-              int32_t* status, void* stream);
+void knn_cuda(const float* queries, int64_t num_queries, const void* bank, BankType bank_type, int64_t bank_size,
+              int64_t dim, int64_t k, float* dist, int64_t* idx, int32_t* status, void* stream);
 
 }  // namespace xmodal

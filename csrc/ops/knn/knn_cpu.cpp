@@ -86,8 +86,8 @@ class CandidateList {
     }
     // Round the limit up so the float comparison never excludes what the band includes.
     limit_ = std::nextafter(static_cast<float>(reach), std::numeric_limits<float>::infinity());
-    auto outside = std::partition(items_.begin(), items_.end(),
-                                  [this](const Candidate& c) { return c.lower <= limit_; });
+    auto outside =
+        std::partition(items_.begin(), items_.end(), [this](const Candidate& c) { return c.lower <= limit_; });
     items_.erase(outside, items_.end());
     // Many near-ties can legitimately stay; grow so pruning stays amortised O(1) per push.
     if (items_.size() * 2 > capacity_) capacity_ *= 2;
@@ -107,8 +107,7 @@ class CandidateList {
 // rejects almost every chunk once the list is warm; only chunks that can contribute are
 // scanned. upper_of(j) gives the upper bound of entry j.
 template <typename UpperOf>
-void scan_lower_bounds(const float* lower, int64_t count, int64_t first_index, CandidateList& list,
-                       UpperOf upper_of) {
+void scan_lower_bounds(const float* lower, int64_t count, int64_t first_index, CandidateList& list, UpperOf upper_of) {
   float limit = list.limit();
   for (int64_t j0 = 0; j0 < count; j0 += kScanChunk) {
     const int64_t j1 = std::min(count, j0 + kScanChunk);
@@ -175,19 +174,20 @@ double row_norms(const Rows& rows, View view, std::vector<float>* squared, std::
     std::vector<float> scratch;
     double local_max = 0.0;
 #pragma omp for schedule(static)
-    for (int64_t t0 = 0; t0 < rows.size(); t0 += kGemmBankTile) errors.run([&] {
-      const int64_t count = std::min(kGemmBankTile, rows.size() - t0);
-      const float* tile = view(rows, t0, count, scratch);
-      for (int64_t r = 0; r < count; ++r) {
-        double sum = 0.0;
-        const float* row = tile + r * rows.dim();
+    for (int64_t t0 = 0; t0 < rows.size(); t0 += kGemmBankTile)
+      errors.run([&] {
+        const int64_t count = std::min(kGemmBankTile, rows.size() - t0);
+        const float* tile = view(rows, t0, count, scratch);
+        for (int64_t r = 0; r < count; ++r) {
+          double sum = 0.0;
+          const float* row = tile + r * rows.dim();
 #pragma omp simd reduction(+ : sum)
-        for (int64_t d = 0; d < rows.dim(); ++d) sum += static_cast<double>(row[d]) * row[d];
-        if (squared) (*squared)[static_cast<size_t>(t0 + r)] = static_cast<float>(sum);
-        if (norms) (*norms)[static_cast<size_t>(t0 + r)] = static_cast<float>(std::sqrt(sum));
-        local_max = std::max(local_max, sum);
-      }
-    });
+          for (int64_t d = 0; d < rows.dim(); ++d) sum += static_cast<double>(row[d]) * row[d];
+          if (squared) (*squared)[static_cast<size_t>(t0 + r)] = static_cast<float>(sum);
+          if (norms) (*norms)[static_cast<size_t>(t0 + r)] = static_cast<float>(std::sqrt(sum));
+          local_max = std::max(local_max, sum);
+        }
+      });
 #pragma omp critical
     max_sq = std::max(max_sq, local_max);
   }
@@ -234,8 +234,8 @@ void hand_over(std::vector<CandidateList>& lists, const WorkItem& item, int64_t 
 
 // Query blocks x bank parts; the bank is split only when there are too few query blocks to
 // keep every thread busy (few queries against a large bank).
-std::vector<WorkItem> plan_work(int64_t num_queries, int64_t bank_size, int64_t query_block,
-                                int64_t bank_tile, int64_t& parts) {
+std::vector<WorkItem> plan_work(int64_t num_queries, int64_t bank_size, int64_t query_block, int64_t bank_tile,
+                                int64_t& parts) {
   const int64_t threads = num_threads();
   // A multiple of the thread count, so that no thread is left with one block more than another.
   const int64_t rounds = (num_queries + threads * query_block - 1) / (threads * query_block);
@@ -283,38 +283,39 @@ void screen_with_gemm(const Rows& queries, const Rows& bank, const std::vector<f
     std::vector<float> slack_per_norm(static_cast<size_t>(kGemmQueryBlock));
     std::vector<CandidateList> lists(static_cast<size_t>(kGemmQueryBlock));
 #pragma omp for schedule(dynamic, 1)
-    for (size_t w = 0; w < work.size(); ++w) errors.run([&] {
-      const WorkItem& item = work[w];
-      const int64_t rows = item.query_end - item.query_begin;
-      const float* block = queries.screened(item.query_begin, rows, query_scratch);
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* q = block + r * dim;
-        double q_sq = 0.0;
-#pragma omp simd reduction(+ : q_sq)
-        for (int64_t d = 0; d < dim; ++d) q_sq += static_cast<double>(q[d]) * q[d];
-        slack_per_norm[static_cast<size_t>(r)] =
-            static_cast<float>(2.1 * 1.01 * (2.0 * gamma + 2.0 * u) * (1.0 + u) * std::sqrt(q_sq));
-        lists[static_cast<size_t>(r)].reset(k, query_band(bank.scale(), 0.0, q_sq));
-      }
-      for (int64_t t0 = item.bank_begin; t0 < item.bank_end; t0 += kGemmBankTile) {
-        const int64_t count = std::min(kGemmBankTile, item.bank_end - t0);
-        const float* tile = bank.screened(t0, count, converted);
-        blas::sgemm_nt(rows, count, dim, -2.0f, block, dim, tile, dim, 0.0f, tile_scores.data(), count);
-        const float* tile_sq = squared.data() + t0;
-        const float* tile_norm = norms.data() + t0;
+    for (size_t w = 0; w < work.size(); ++w)
+      errors.run([&] {
+        const WorkItem& item = work[w];
+        const int64_t rows = item.query_end - item.query_begin;
+        const float* block = queries.screened(item.query_begin, rows, query_scratch);
         for (int64_t r = 0; r < rows; ++r) {
-          float* lower = tile_scores.data() + r * count;
-          const float a = slack_per_norm[static_cast<size_t>(r)];
-          auto slack = [&](int64_t j) { return a * tile_norm[j] + slack_per_sq * tile_sq[j] + slack_abs; };
-          for (int64_t j = 0; j < count; ++j) lower[j] = (lower[j] + tile_sq[j]) - slack(j);
-          scan_lower_bounds(lower, count, t0, lists[static_cast<size_t>(r)], [&](int64_t j) {
-            const double upper = static_cast<double>(lower[j]) + 2.0 * static_cast<double>(slack(j));
-            return std::nextafter(static_cast<float>(upper), std::numeric_limits<float>::infinity());
-          });
+          const float* q = block + r * dim;
+          double q_sq = 0.0;
+#pragma omp simd reduction(+ : q_sq)
+          for (int64_t d = 0; d < dim; ++d) q_sq += static_cast<double>(q[d]) * q[d];
+          slack_per_norm[static_cast<size_t>(r)] =
+              static_cast<float>(2.1 * 1.01 * (2.0 * gamma + 2.0 * u) * (1.0 + u) * std::sqrt(q_sq));
+          lists[static_cast<size_t>(r)].reset(k, query_band(bank.scale(), 0.0, q_sq));
         }
-      }
-      hand_over(lists, item, static_cast<int64_t>(w) % parts, parts, found);
-    });
+        for (int64_t t0 = item.bank_begin; t0 < item.bank_end; t0 += kGemmBankTile) {
+          const int64_t count = std::min(kGemmBankTile, item.bank_end - t0);
+          const float* tile = bank.screened(t0, count, converted);
+          blas::sgemm_nt(rows, count, dim, -2.0f, block, dim, tile, dim, 0.0f, tile_scores.data(), count);
+          const float* tile_sq = squared.data() + t0;
+          const float* tile_norm = norms.data() + t0;
+          for (int64_t r = 0; r < rows; ++r) {
+            float* lower = tile_scores.data() + r * count;
+            const float a = slack_per_norm[static_cast<size_t>(r)];
+            auto slack = [&](int64_t j) { return a * tile_norm[j] + slack_per_sq * tile_sq[j] + slack_abs; };
+            for (int64_t j = 0; j < count; ++j) lower[j] = (lower[j] + tile_sq[j]) - slack(j);
+            scan_lower_bounds(lower, count, t0, lists[static_cast<size_t>(r)], [&](int64_t j) {
+              const double upper = static_cast<double>(lower[j]) + 2.0 * static_cast<double>(slack(j));
+              return std::nextafter(static_cast<float>(upper), std::numeric_limits<float>::infinity());
+            });
+          }
+        }
+        hand_over(lists, item, static_cast<int64_t>(w) % parts, parts, found);
+      });
   }
   errors.rethrow();
 }
@@ -322,8 +323,8 @@ void screen_with_gemm(const Rows& queries, const Rows& bank, const std::vector<f
 // Screening for D <= 4 (point grouping): float32 squared differences over a tile stored
 // structure-of-arrays so the inner loop vectorises. Relative error of a sum of D squared
 // rounded differences: (2D + 4) u, on either side, hence twice that in the band.
-void screen_low_dim(const Rows& queries, const Rows& bank, int64_t k, const std::vector<WorkItem>& work,
-                    int64_t parts, std::vector<std::vector<Candidate>>& found) {
+void screen_low_dim(const Rows& queries, const Rows& bank, int64_t k, const std::vector<WorkItem>& work, int64_t parts,
+                    std::vector<std::vector<Candidate>>& found) {
   const int64_t dim = bank.dim();
   const double score_band = 1.01 * 2.0 * (2.0 * dim + 4.0) * kUnitRoundoff;
   const Band band = query_band(bank.scale(), score_band, 0.0);
@@ -336,42 +337,43 @@ void screen_low_dim(const Rows& queries, const Rows& bank, int64_t k, const std:
     std::vector<float> converted, query_scratch;
     std::vector<CandidateList> lists(static_cast<size_t>(kLowDimQueryBlock));
 #pragma omp for schedule(dynamic, 1)
-    for (size_t w = 0; w < work.size(); ++w) errors.run([&] {
-      const WorkItem& item = work[w];
-      const int64_t rows = item.query_end - item.query_begin;
-      const float* block = queries.screened(item.query_begin, rows, query_scratch);
-      for (int64_t r = 0; r < rows; ++r) lists[static_cast<size_t>(r)].reset(k, band);
-      for (int64_t t0 = item.bank_begin; t0 < item.bank_end; t0 += kLowDimBankTile) {
-        const int64_t count = std::min(kLowDimBankTile, item.bank_end - t0);
-        const float* tile = bank.screened(t0, count, converted);
-        for (int64_t j = 0; j < count; ++j)
-          for (int64_t d = 0; d < dim; ++d) soa[static_cast<size_t>(d * kLowDimBankTile + j)] = tile[j * dim + d];
-        for (int64_t r = 0; r < rows; ++r) {
-          const float* q = block + r * dim;
-          std::fill(scores.begin(), scores.begin() + count, 0.0f);
-          for (int64_t d = 0; d < dim; ++d) {
-            const float qd = q[d];
-            const float* column = soa.data() + d * kLowDimBankTile;
-            for (int64_t j = 0; j < count; ++j) {
-              const float diff = qd - column[j];
-              scores[static_cast<size_t>(j)] += diff * diff;
+    for (size_t w = 0; w < work.size(); ++w)
+      errors.run([&] {
+        const WorkItem& item = work[w];
+        const int64_t rows = item.query_end - item.query_begin;
+        const float* block = queries.screened(item.query_begin, rows, query_scratch);
+        for (int64_t r = 0; r < rows; ++r) lists[static_cast<size_t>(r)].reset(k, band);
+        for (int64_t t0 = item.bank_begin; t0 < item.bank_end; t0 += kLowDimBankTile) {
+          const int64_t count = std::min(kLowDimBankTile, item.bank_end - t0);
+          const float* tile = bank.screened(t0, count, converted);
+          for (int64_t j = 0; j < count; ++j)
+            for (int64_t d = 0; d < dim; ++d) soa[static_cast<size_t>(d * kLowDimBankTile + j)] = tile[j * dim + d];
+          for (int64_t r = 0; r < rows; ++r) {
+            const float* q = block + r * dim;
+            std::fill(scores.begin(), scores.begin() + count, 0.0f);
+            for (int64_t d = 0; d < dim; ++d) {
+              const float qd = q[d];
+              const float* column = soa.data() + d * kLowDimBankTile;
+              for (int64_t j = 0; j < count; ++j) {
+                const float diff = qd - column[j];
+                scores[static_cast<size_t>(j)] += diff * diff;
+              }
             }
+            // The band is symmetric here: the score serves as both bounds.
+            scan_lower_bounds(scores.data(), count, t0, lists[static_cast<size_t>(r)],
+                              [&](int64_t j) { return scores[static_cast<size_t>(j)]; });
           }
-          // The band is symmetric here: the score serves as both bounds.
-          scan_lower_bounds(scores.data(), count, t0, lists[static_cast<size_t>(r)],
-                            [&](int64_t j) { return scores[static_cast<size_t>(j)]; });
         }
-      }
-      hand_over(lists, item, static_cast<int64_t>(w) % parts, parts, found);
-    });
+        hand_over(lists, item, static_cast<int64_t>(w) % parts, parts, found);
+      });
   }
   errors.rethrow();
 }
 
 }  // namespace
 
-void knn_cpu(const float* query_data, int64_t num_queries, const void* bank_data, BankType bank_type,
-             int64_t bank_size, int64_t dim, int64_t k, float* dist, int64_t* idx) {
+void knn_cpu(const float* query_data, int64_t num_queries, const void* bank_data, BankType bank_type, int64_t bank_size,
+             int64_t dim, int64_t k, float* dist, int64_t* idx) {
   XMODAL_CHECK(num_queries >= 0 && dim >= 1, "knn: invalid shapes Q=", num_queries, " D=", dim);
   XMODAL_CHECK(k >= 1 && k <= bank_size, "k must be in [1, N=", bank_size, "]; got ", k);
   if (num_queries == 0) return;
@@ -384,7 +386,8 @@ void knn_cpu(const float* query_data, int64_t num_queries, const void* bank_data
   // The bank's norms serve the sgemm screening too, unless the data must be scaled.
   std::vector<float> squared, norms;
   const Rows unscaled_bank(bank_data, bank_type, bank_size, dim, 1.0);
-  const double bank_norm = row_norms(unscaled_bank, exact_view, low_dim ? nullptr : &squared, low_dim ? nullptr : &norms);
+  const double bank_norm =
+      row_norms(unscaled_bank, exact_view, low_dim ? nullptr : &squared, low_dim ? nullptr : &norms);
   const double query_norm =
       row_norms(Rows(query_data, BankType::f32, num_queries, dim, 1.0), exact_view, nullptr, nullptr);
   const double scale = knn_screening_scale(std::max(bank_norm, query_norm));
@@ -393,9 +396,8 @@ void knn_cpu(const float* query_data, int64_t num_queries, const void* bank_data
   if (!low_dim && scale != 1.0) row_norms(bank, screened_view, &squared, &norms);
 
   int64_t parts = 1;
-  const std::vector<WorkItem> work =
-      plan_work(num_queries, bank_size, low_dim ? kLowDimQueryBlock : kGemmQueryBlock,
-                low_dim ? kLowDimBankTile : kGemmBankTile, parts);
+  const std::vector<WorkItem> work = plan_work(num_queries, bank_size, low_dim ? kLowDimQueryBlock : kGemmQueryBlock,
+                                               low_dim ? kLowDimBankTile : kGemmBankTile, parts);
   std::vector<std::vector<Candidate>> found(static_cast<size_t>(num_queries * parts));
   if (low_dim) {
     screen_low_dim(queries, bank, k, work, parts, found);
@@ -411,24 +413,25 @@ void knn_cpu(const float* query_data, int64_t num_queries, const void* bank_data
     std::vector<Ranked> exact;
     std::vector<float> row_scratch;
 #pragma omp for schedule(dynamic, 16)
-    for (int64_t q = 0; q < num_queries; ++q) errors.run([&] {
-      exact.clear();
-      const float* query = query_data + q * dim;
-      for (int64_t p = 0; p < parts; ++p) {
-        for (const Candidate& c : found[static_cast<size_t>(q * parts + p)]) {
-          const double d2 = squared_distance_f64(query, bank.exact(c.index, 1, row_scratch), dim);
-          exact.push_back({static_cast<float>(std::sqrt(d2)), c.index});
+    for (int64_t q = 0; q < num_queries; ++q)
+      errors.run([&] {
+        exact.clear();
+        const float* query = query_data + q * dim;
+        for (int64_t p = 0; p < parts; ++p) {
+          for (const Candidate& c : found[static_cast<size_t>(q * parts + p)]) {
+            const double d2 = squared_distance_f64(query, bank.exact(c.index, 1, row_scratch), dim);
+            exact.push_back({static_cast<float>(std::sqrt(d2)), c.index});
+          }
+          std::vector<Candidate>().swap(found[static_cast<size_t>(q * parts + p)]);
         }
-        std::vector<Candidate>().swap(found[static_cast<size_t>(q * parts + p)]);
-      }
-      XMODAL_CHECK(static_cast<int64_t>(exact.size()) >= k, "knn: internal error, ", exact.size(),
-                   " candidates for k=", k);
-      std::partial_sort(exact.begin(), exact.begin() + k, exact.end(), ranks_before);
-      for (int64_t j = 0; j < k; ++j) {
-        dist[q * k + j] = exact[static_cast<size_t>(j)].dist;
-        idx[q * k + j] = exact[static_cast<size_t>(j)].index;
-      }
-    });
+        XMODAL_CHECK(static_cast<int64_t>(exact.size()) >= k, "knn: internal error, ", exact.size(),
+                     " candidates for k=", k);
+        std::partial_sort(exact.begin(), exact.begin() + k, exact.end(), ranks_before);
+        for (int64_t j = 0; j < k; ++j) {
+          dist[q * k + j] = exact[static_cast<size_t>(j)].dist;
+          idx[q * k + j] = exact[static_cast<size_t>(j)].index;
+        }
+      });
   }
   errors.rethrow();
 }

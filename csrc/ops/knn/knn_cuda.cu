@@ -18,7 +18,7 @@
 namespace xmodal {
 namespace {
 
-constexpr int kDistTile = 16;        // edge of the shared-memory distance tile
+constexpr int kDistTile = 16;         // edge of the shared-memory distance tile
 constexpr int kCandidateMargin = 32;  // extra candidates kept beyond k for the exact re-rank
 constexpr int64_t kQueryTile = 1024;  // workspace: kQueryTile x kBankTile floats (32 MB)
 constexpr int64_t kBankTile = 8192;
@@ -26,9 +26,7 @@ constexpr unsigned kFullMask = 0xffffffffu;
 constexpr double kUnitRoundoff = 5.9604644775390625e-08;
 
 __device__ __forceinline__ float bank_value(const float* bank, int64_t i) { return bank[i]; }
-__device__ __forceinline__ float bank_value(const uint16_t* bank, int64_t i) {
-  return half_bits_to_float(bank[i]);
-}
+__device__ __forceinline__ float bank_value(const uint16_t* bank, int64_t i) { return half_bits_to_float(bank[i]); }
 
 // Largest |value| of an array, as float bits (monotone for non-negative floats): atomicMax.
 template <typename T>
@@ -50,9 +48,9 @@ __global__ void choose_scale(const unsigned* max_bits, int64_t dim, float* scale
 
 // scores[r * bank_count + c] = sum_d (s query[q0 + r] - s bank[b0 + c])^2 with s = *scale.
 template <typename BankT>
-__global__ void squared_distance_tile(const float* queries, int64_t q0, int64_t query_count,
-                                      const BankT* bank, int64_t b0, int64_t bank_count,
-                                      int64_t dim, const float* scale_ptr, float* scores) {
+__global__ void squared_distance_tile(const float* queries, int64_t q0, int64_t query_count, const BankT* bank,
+                                      int64_t b0, int64_t bank_count, int64_t dim, const float* scale_ptr,
+                                      float* scores) {
   __shared__ float query_tile[kDistTile][kDistTile + 1];
   __shared__ float bank_tile[kDistTile][kDistTile + 1];
   const float scale = *scale_ptr;
@@ -65,9 +63,8 @@ __global__ void squared_distance_tile(const float* queries, int64_t q0, int64_t 
     const int64_t d = d0 + tx;
     // Out-of-range entries load 0 in both tiles, so they add (0 - 0)^2 = 0.
     query_tile[ty][tx] = (row < query_count && d < dim) ? scale * queries[(q0 + row) * dim + d] : 0.0f;
-    bank_tile[ty][tx] = (bank_row_loaded < bank_count && d < dim)
-                            ? scale * bank_value(bank, (b0 + bank_row_loaded) * dim + d)
-                            : 0.0f;
+    bank_tile[ty][tx] =
+        (bank_row_loaded < bank_count && d < dim) ? scale * bank_value(bank, (b0 + bank_row_loaded) * dim + d) : 0.0f;
     __syncthreads();
 #pragma unroll
     for (int t = 0; t < kDistTile; ++t) {
@@ -90,9 +87,8 @@ __global__ void init_lists(float* list_scores, int64_t* list_index, int64_t coun
 // One warp per query. The list (ascending score, then index) lives in global memory between
 // tiles. Tiles arrive in increasing bank order and a candidate must be strictly below the
 // current worst entry, so equal scores keep the lower bank index.
-__global__ void merge_tile_into_lists(const float* scores, int64_t q0, int64_t query_count,
-                                      int64_t b0, int64_t bank_count, int width,
-                                      float* list_scores, int64_t* list_index) {
+__global__ void merge_tile_into_lists(const float* scores, int64_t q0, int64_t query_count, int64_t b0,
+                                      int64_t bank_count, int width, float* list_scores, int64_t* list_index) {
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
   if (warp >= query_count) return;
@@ -131,10 +127,9 @@ __global__ void merge_tile_into_lists(const float* scores, int64_t q0, int64_t q
 // k-th distance (near-ties, float32 subnormal or infinite distances), a row outside the list
 // might tie with or beat the k-th, and `status` is set.
 template <typename BankT>
-__global__ void exact_rerank(const float* queries, const BankT* bank, int64_t query_count,
-                             int64_t bank_size, int64_t dim, int64_t k, int width, double score_rel,
-                             const float* scale_ptr, float* list_scores, int64_t* list_index, float* dist,
-                             int64_t* idx, int32_t* status) {
+__global__ void exact_rerank(const float* queries, const BankT* bank, int64_t query_count, int64_t bank_size,
+                             int64_t dim, int64_t k, int width, double score_rel, const float* scale_ptr,
+                             float* list_scores, int64_t* list_index, float* dist, int64_t* idx, int32_t* status) {
   const int64_t q = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (q >= query_count) return;
   float* keys = list_scores + q * width;
@@ -175,8 +170,8 @@ __global__ void exact_rerank(const float* queries, const BankT* bank, int64_t qu
 }
 
 template <typename BankT>
-void run_knn(const float* queries, int64_t num_queries, const BankT* bank, int64_t bank_size,
-             int64_t dim, int64_t k, float* dist, int64_t* idx, int32_t* status, cudaStream_t stream) {
+void run_knn(const float* queries, int64_t num_queries, const BankT* bank, int64_t bank_size, int64_t dim, int64_t k,
+             float* dist, int64_t* idx, int32_t* status, cudaStream_t stream) {
   const int width = static_cast<int>(std::min<int64_t>(bank_size, k + kCandidateMargin));
   const int64_t list_count = num_queries * width;
   DeviceBuffer<float> list_scores(list_count, stream);
@@ -186,8 +181,7 @@ void run_knn(const float* queries, int64_t num_queries, const BankT* bank, int64
   DeviceBuffer<float> scale(1, stream);
 
   XMODAL_CUDA_CHECK(cudaMemsetAsync(max_bits.get(), 0, sizeof(unsigned), stream));
-  max_abs_bits<<<grid_for(num_queries * dim, 256, 1024), 256, 0, stream>>>(queries, num_queries * dim,
-                                                                           max_bits.get());
+  max_abs_bits<<<grid_for(num_queries * dim, 256, 1024), 256, 0, stream>>>(queries, num_queries * dim, max_bits.get());
   XMODAL_CUDA_LAUNCH_CHECK("max_abs_bits");
   max_abs_bits<<<grid_for(bank_size * dim, 256, 1024), 256, 0, stream>>>(bank, bank_size * dim, max_bits.get());
   XMODAL_CUDA_LAUNCH_CHECK("max_abs_bits");
@@ -223,9 +217,8 @@ void run_knn(const float* queries, int64_t num_queries, const BankT* bank, int64
 
 }  // namespace
 
-void knn_cuda(const float* queries, int64_t num_queries, const void* bank, BankType bank_type,
-              int64_t bank_size, int64_t dim, int64_t k, float* dist, int64_t* idx, int32_t* status,
-              void* stream) {
+void knn_cuda(const float* queries, int64_t num_queries, const void* bank, BankType bank_type, int64_t bank_size,
+              int64_t dim, int64_t k, float* dist, int64_t* idx, int32_t* status, void* stream) {
   XMODAL_CHECK(num_queries >= 0 && dim >= 1, "knn: invalid shapes Q=", num_queries, " D=", dim);
   XMODAL_CHECK(k >= 1 && k <= bank_size, "k must be in [1, N=", bank_size, "]; got ", k);
   if (num_queries == 0) return;

@@ -72,9 +72,9 @@ def knn_prevalidated(q, b, k: int, kind: _arrays.ArrayKind) -> KnnResult:
         C.knn_cuda(q, b, k, dist, idx, status, _arrays.stream_of(kind))
         if int(status.item()) != 0:
             msg = (
-                "knn (CUDA): more than 32 bank rows lie within float32 rounding of a query's k-th "
-                "distance, so the GPU candidate margin cannot guarantee an exact result; run this "
-                "query on the CPU"
+                "knn (CUDA): bank rows beyond the GPU's candidate margin (k + 32) may round to a query's "
+                "k-th distance (many near-ties, or float32-subnormal or infinite distances), so the "
+                "result cannot be guaranteed exact; run this query on the CPU"
             )
             raise RuntimeError(msg)
     else:

@@ -67,7 +67,6 @@ def get_num_threads() -> int:
 
 def set_num_threads(threads: int) -> None:
     """Sets the number of threads of the CPU kernels."""
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        msg = f"threads must be a positive int; got {threads!r}"
-        raise ValueError(msg)
-    C.set_num_threads(threads)
+    from ._arrays import integer
+
+    C.set_num_threads(integer(threads, "threads", minimum=1))

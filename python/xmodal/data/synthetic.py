@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._arrays import one_of
 from ._files import write_gt, write_rgb, write_xyz
 from .sample import Sample
 
@@ -274,9 +275,7 @@ def make_sample(category: str, defect: str = "good", *, image_size: int = 200, s
     Returns:
         (Sample, SceneTruth).
     """
-    if category not in _SHAPES:
-        msg = f"category must be one of {CATEGORIES}; got {category!r}"
-        raise ValueError(msg)
+    one_of(category, "category", CATEGORIES)
     if defect != "good" and defect not in DEFECTS:
         msg = f"defect must be 'good' or one of {tuple(DEFECTS)}; got {defect!r}"
         raise ValueError(msg)

@@ -25,7 +25,7 @@ import numpy as np
 
 import xmodal
 from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, peak_extra_memory
-from xmodal._ops.coreset import projection_matrix
+from xmodal.ops import projection_matrix
 
 
 def patch_like_features(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:

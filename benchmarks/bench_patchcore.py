@@ -201,7 +201,7 @@ def section_fit_and_inference(args) -> list[str]:
             an_times.append(time.perf_counter() - t)
             diffs.append(abs(ours.score - float(theirs.pred_score[0])) / max(abs(float(theirs.pred_score[0])), 1e-12))
     xm_inf, an_inf = float(np.median(xm_times)), float(np.median(an_times))
-    search = det._searches["rgb"].stats
+    search = det.memory_banks["rgb"].search_stats
 
     label = "anomalib 2.7 Patchcore" + ("" if an["steps_run"] == an["steps_full"] else
                                         f" (coreset extrapolated from {an['steps_run']:,} of {an['steps_full']:,} steps)")
@@ -253,7 +253,7 @@ def section_study(args) -> list[str]:
     from sklearn.metrics import roc_auc_score
 
     from xmodal import knn
-    from xmodal._ops.coreset import jl_dimension
+    from xmodal.ops import jl_dimension
     from xmodal.data import synthetic
 
     train = [synthetic.make_sample(CATEGORY, "good", image_size=SIZE, split="train", index=i)[0]

@@ -3,7 +3,7 @@ import pytest
 
 import xmodal
 from xmodal import reference
-from xmodal._ops.coreset import jl_dimension, projection_matrix
+from xmodal.ops import jl_dimension, projection_matrix
 
 
 @pytest.mark.parametrize(("n_points", "dim", "n", "start"), [(1, 4, 1, 0), (50, 3, 50, 7), (3000, 16, 300, 11),

@@ -58,7 +58,7 @@ def image_score(patches: torch.Tensor, min_dist: torch.Tensor, nn_index: torch.T
     Returns:
         The image score, in scaled distance units.
     """
-    from .._ops.knn import knn
+    from ..ops import knn
 
     if patches.shape[0] == 0:
         return 0.0

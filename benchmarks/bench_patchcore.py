@@ -44,7 +44,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, peak_extra_memory, steady_state_malloc
+from _common import (fmt_bytes, fmt_seconds, machine_line, markdown_table, measure_once, peak_extra_memory,
+                     status_kib, steady_state_malloc)
 
 CATEGORY = "puck"
 SIZE = 224
@@ -65,14 +66,6 @@ class LazySynthetic(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(self.n))]
         return synthetic.make_sample(CATEGORY, self.defect, image_size=SIZE, split=self.split, index=i)[0]
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 def image_tensor(samples):
@@ -96,7 +89,6 @@ def xmodal_detector(seed: int, **kw):
 
 
 def anomalib_model(xmodal_backbone):
-    import torch
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
     model = PatchcoreModel(layers=["layer2", "layer3"], backbone="wide_resnet50_2", pre_trained=False, num_neighbors=9)
@@ -156,9 +148,7 @@ def section_fit_and_inference(args) -> list[str]:
     # Both models are built and warmed up (one batch) before anything is timed.
     det = xmodal_detector(args.seed)
     det.fit(train[:8])  # builds the backbone; the timed fit below reuses it
-    started = time.perf_counter()
-    _, xm_peak = peak_extra_memory(lambda: det.fit(train))
-    xm_fit = time.perf_counter() - started
+    _, xm_fit, xm_peak = measure_once(lambda: det.fit(train))
     print(f"xmodal fit {xm_fit:.1f} s, peak {fmt_bytes(xm_peak)}: {det.info}", flush=True)
 
     with torch.random.fork_rng(devices=[]):
@@ -232,11 +222,9 @@ def section_fit_and_inference(args) -> list[str]:
 def section_large(args) -> list[str]:
     budget = args.max_memory
     det = xmodal_detector(args.seed, max_memory=budget)
-    baseline = _status_kib("VmRSS") * 1024
-    started = time.perf_counter()
-    _, peak = peak_extra_memory(lambda: det.fit(LazySynthetic(args.large)))
-    seconds = time.perf_counter() - started
-    absolute = _status_kib("VmHWM") * 1024
+    baseline = status_kib("VmRSS") * 1024
+    _, seconds, peak = measure_once(lambda: det.fit(LazySynthetic(args.large)))
+    absolute = status_kib("VmHWM") * 1024
     print(f"large fit {seconds:.1f} s peak extra {fmt_bytes(peak)} absolute {fmt_bytes(absolute)}: {det.info}", flush=True)
     rows = [[f"{args.large:,}", fmt_bytes(budget), det.info["fit_mode"], f"{det.info['chunks']['rgb']}",
              f"{det.info['training_rows']['rgb']:,} -> {det.info['bank_rows']['rgb']:,}", fmt_seconds(seconds),

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import warnings
-from typing import Any
 
 import numpy as np
 

@@ -1,4 +1,4 @@
-"""Exact k nearest memory-bank rows of every query, reading most of the bank in 1/10 of its width.
+"""Exact k nearest memory-bank rows of every query, reading most of the bank in a tenth of its width.
 
 Scoring a 28x28 image against a 15k x 1536 bank is a 38 GFLOP distance computation, several
 times the backbone's cost. Patch features have low intrinsic dimension, so a bound computed in a

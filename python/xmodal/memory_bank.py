@@ -51,7 +51,8 @@ class MemoryBank:
 
     Attributes:
         features: the (n, D) bank rows.
-        indices: positions of the rows in the input (None when every row was kept in order).
+        indices: positions of the rows among the input rows (None when the constructor kept
+            every row).
         statistics: {"rows", "mean", "std"} of every training value (mean and unbiased std, as
             M3DM's scalar normalisation), for banks made by :meth:`builder`; else None.
 
@@ -271,6 +272,7 @@ class MemoryBankBuilder(BankBuilder):
                  candidates: int = 32):
         _arrays.one_of(dtype, "dtype", DTYPES)
         search = _search_options(rank, candidates)
+        dim, max_rows = _arrays.positive_int(dim, "dim"), _arrays.positive_int(max_rows, "max_rows")
         max_memory = _arrays.integer(max_memory, "max_memory", minimum=1, allow_none=True)
         if max_memory is not None:
             if chunk_rows is not None:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._arrays import one_of
+from .._arrays import integer, one_of
 from ._features import create, normalize, patch_features
 
 RGB_BACKBONES = ("dino_vitb8", "efficientnet_lite0", "wide_resnet50_2")
@@ -82,9 +82,7 @@ class FeatureExtractor:
         one_of(rgb, "rgb", RGB_BACKBONES)
         one_of(xyz, "xyz", XYZ_BACKBONES)
         for name, value in (("grid", grid), ("xyz_grid", grid if xyz_grid is None else xyz_grid)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= INPUT_SIZE:
-                msg = f"{name} must be an int in [1, {INPUT_SIZE}]; got {value!r}"
-                raise ValueError(msg)
+            integer(value, name, minimum=1, maximum=INPUT_SIZE, expected=f"an int in [1, {INPUT_SIZE}]")
         self.rgb_name, self.xyz_name = rgb, xyz
         self.grid = grid
         self.xyz_grid = grid if xyz_grid is None else xyz_grid

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -131,3 +132,32 @@ def test_import_and_kernels_work_without_torch(tmp_path):
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_one_cpu_cuda_dispatch(monkeypatch):
+    """Every op reaches the native module through ops._dispatch.run_kernel: CPU inputs call
+    ``<op>_cpu(*args)``, CUDA inputs check the build and call ``<op>_cuda(*args, *cuda_args,
+    stream)``; no other ops module names a CUDA entry point itself."""
+    torch = __import__("pytest").importorskip("torch")
+    from xmodal import _arrays
+    from xmodal.ops import _dispatch
+
+    calls = []
+
+    class FakeNative:
+        def __getattr__(self, name):
+            return lambda *args: calls.append((name, args))
+
+    monkeypatch.setattr(_dispatch, "C", FakeNative())
+    monkeypatch.setattr(_dispatch, "require_cuda", lambda op: calls.append(("require_cuda", (op,))))
+    monkeypatch.setattr(_arrays, "stream_of", lambda kind: 77)
+    _dispatch.run_kernel("knn", _arrays.ArrayKind(False), 1, 2, cuda_args=(3,))
+    _dispatch.run_kernel("knn", _arrays.ArrayKind(True, torch.device("cpu")), 1, 2, cuda_args=(3,))
+    _dispatch.run_kernel("knn", _arrays.ArrayKind(True, torch.device("cuda")), 1, 2, cuda_args=(3,))
+    assert calls == [("knn_cpu", (1, 2)), ("knn_cpu", (1, 2)), ("require_cuda", ("knn",)),
+                     ("knn_cuda", (1, 2, 3, 77))]
+
+    for path in (PACKAGE / "ops").glob("*.py"):
+        if path.name != "_dispatch.py":
+            text = path.read_text()
+            assert not re.search(r"\bC\.\w+_cuda\b", text) and "require_cuda" not in text, path.name

@@ -278,7 +278,7 @@ class MemoryBankBuilder(BankBuilder):
             if chunk_rows is not None:
                 msg = "give at most one of max_memory and chunk_rows"
                 raise ValueError(msg)
-            chunk_rows = self.chunk_rows_for(max_memory, dim, max_rows, coreset_ratio, projection, proj_dim)
+            chunk_rows = self.chunk_size(max_memory, [(dim, 1)], max_rows, coreset_ratio, projection, proj_dim)
         super().__init__(dim, max_rows, coreset_ratio, projection, proj_dim, seed, chunk_rows=chunk_rows,
                          spill_dir=spill_dir, device=device)
         self._device, self._dtype, self._search_options = device, dtype, search
@@ -286,16 +286,27 @@ class MemoryBankBuilder(BankBuilder):
                         "start": "random", "seed": seed, "chunk_rows": self.chunk_rows}
 
     @classmethod
-    def chunk_rows_for(cls, max_memory: int, dim: int, max_rows: int, coreset_ratio, projection="sparse",
-                       proj_dim: int = 128) -> int:
-        """Rows per streaming chunk under ``max_memory`` bytes (at most ``max_rows``)."""
-        kept, per_row = cls.memory_model(dim, max_rows, coreset_ratio, projection, proj_dim)
-        rows = (max_memory - kept) // per_row
-        if rows < 1:
-            msg = (f"max_memory={max_memory} bytes is too small: the memory bank of {max_rows} rows needs {kept} "
-                   f"bytes and one row of a streaming chunk {per_row} more")
+    def chunk_size(cls, max_memory: int, shapes, units: int, coreset_ratio, projection="sparse",
+                   proj_dim: int = 128, unit: str = "row") -> int:
+        """Units per streaming chunk when banks share ``max_memory`` bytes (at most ``units``).
+
+        Args:
+            shapes: (dim, rows per unit) of every bank, e.g. [(1536, 784)] for one RGB bank fed
+                an image (unit) of 28 x 28 patches at a time; [(dim, 1)] for rows as units.
+            units: units that will be added (the bank of each shape holds units x rows per unit).
+        """
+        kept = per_unit = 0
+        for dim, rows in shapes:
+            bank, per_row = cls.memory_model(dim, units * rows, coreset_ratio, projection, proj_dim)
+            kept += bank
+            per_unit += rows * per_row
+        fits = (max_memory - kept) // per_unit
+        if fits < 1:
+            msg = (f"max_memory={max_memory} bytes is too small: the memory bank{'s' * (len(shapes) > 1)} of "
+                   f"{units} {unit}s need{'s' * (len(shapes) == 1)} {kept} bytes and one {unit} of a streaming "
+                   f"chunk {per_unit} more")
             raise ValueError(msg)
-        return int(min(rows, max_rows))
+        return int(min(fits, units))
 
     def finish(self) -> MemoryBank:
         """The bank; frees the builder's buffers (call once)."""

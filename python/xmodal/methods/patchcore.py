@@ -267,22 +267,11 @@ class PatchCore(Detector):
 
     def _chunk_images(self, dims: dict, cells: dict, num_images: int) -> int | None:
         """Images per streaming chunk when the banks share ``max_memory`` (None: one-shot mode)."""
-        budget = self.config["max_memory"]
-        if budget is None:
-            return None
         c = self.config
-        kept = per_image = 0
-        for m in dims:
-            bank, per_row = MemoryBankBuilder.memory_model(dims[m], num_images * cells[m], c["coreset_ratio"],
-                                                           c["projection"], c["proj_dim"])
-            kept += bank
-            per_image += cells[m] * per_row
-        images = (budget - kept) // per_image
-        if images < 1:
-            msg = (f"max_memory={budget} bytes is too small: the memory banks of {num_images} images need "
-                   f"{kept} bytes and one image's features {per_image} more")
-            raise ValueError(msg)
-        return int(min(images, num_images))
+        if c["max_memory"] is None:
+            return None
+        return MemoryBankBuilder.chunk_size(c["max_memory"], [(dims[m], cells[m]) for m in dims], num_images,
+                                            c["coreset_ratio"], c["projection"], c["proj_dim"], unit="image")
 
     # --- fit --------------------------------------------------------------------------------
     def fit(self, samples) -> PatchCore:

@@ -305,3 +305,16 @@ def test_cuda_builder_runs_the_coreset_on_the_device(rng, monkeypatch):
                 nearest = np.minimum(nearest, ((p64 - p64[pick]) ** 2).sum(1))
     assert devices and set(devices) == {"cuda"}
     del torch
+
+
+@pytest.mark.cuda
+def test_cuda_bank_search_equals_cpu(rng):
+    import torch
+
+    bank, queries = _bank_and_queries(rng)
+    memory = xmodal.MemoryBank(bank.cuda(), rank=16, candidates=8)
+    for k in (1, 6, 20):
+        dist, idx = memory.query(queries.cuda(), k)
+        assert dist.is_cuda and idx.is_cuda
+        want = xmodal.knn(queries, bank, k)
+        assert torch.equal(idx.cpu(), want.idx) and torch.equal(dist.cpu(), want.dist)

@@ -3,7 +3,7 @@ import pytest
 
 import xmodal
 from xmodal import reference
-from xmodal._ops.coreset import jl_dimension, projection_matrix
+from xmodal.ops import jl_dimension, projection_matrix
 
 from ._coreset_check import assert_farthest_first
 

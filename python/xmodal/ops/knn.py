@@ -70,10 +70,10 @@ def knn_prevalidated(q, b, k: int, kind: _arrays.ArrayKind) -> KnnResult:
     status = _arrays.zeros(kind, (1,), "int32") if kind.cuda else None
     run_kernel("knn", kind, q, b, k, dist, idx, cuda_args=(status,))
     if kind.cuda and int(status.item()) != 0:
-            msg = (
-                "knn (CUDA): bank rows beyond the GPU's candidate margin (k + 32) may round to a query's "
-                "k-th distance (many near-ties, or float32-subnormal or infinite distances), so the "
-                "result cannot be guaranteed exact; run this query on the CPU"
-            )
-            raise RuntimeError(msg)
+        msg = (
+            "knn (CUDA): bank rows beyond the GPU's candidate margin (k + 32) may round to a query's "
+            "k-th distance (many near-ties, or float32-subnormal or infinite distances), so the "
+            "result cannot be guaranteed exact; run this query on the CPU"
+        )
+        raise RuntimeError(msg)
     return KnnResult(dist, idx)

@@ -14,11 +14,13 @@ from ._ops.pointcloud import Groups, farthest_point_sample, group_points, points
 from ._ops.auroc import auroc
 from ._ops.ccl import connected_components
 from ._ops.pro import aupro, pro_curve
+from ._ops.fpfh import OrganizedFeatures, estimate_normals, fpfh, organized_fpfh
 
 __all__ = [
     "CrossmodalDiscrepancy",
     "Groups",
     "KnnResult",
+    "OrganizedFeatures",
     "PlaneResult",
     "aupro",
     "auroc",
@@ -26,11 +28,14 @@ __all__ = [
     "coreset",
     "crossmodal_discrepancy",
     "dbscan",
+    "estimate_normals",
     "farthest_point_sample",
+    "fpfh",
     "greedy_coreset",
     "group_points",
     "knn",
     "mlp",
+    "organized_fpfh",
     "points_to_grid",
     "pro_curve",
     "ransac_plane",

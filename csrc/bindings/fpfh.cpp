@@ -34,6 +34,14 @@ void fpfh_cpu_binding(CpuIn<float> points, CpuIn<float> normals, int64_t max_nn,
   fpfh_cpu(points.data(), normals.data(), dim(points, 0), {max_nn, radius}, features.data());
 }
 
+void fpfh_with_normals_cpu_binding(CpuIn<float> points, int64_t max_nn, double radius, int64_t normal_max_nn,
+                                   double normal_radius, bool orient, double vx, double vy, double vz,
+                                   CpuOut<float> normals, CpuOut<float> features) {
+  check_fpfh_shapes(points, normals, features);
+  fpfh_with_normals_cpu(points.data(), dim(points, 0), {max_nn, radius}, {normal_max_nn, normal_radius},
+                        {orient, vx, vy, vz}, normals.data(), features.data());
+}
+
 #ifdef XMODAL_WITH_CUDA
 void estimate_normals_cuda_binding(CudaIn<float> points, int64_t max_nn, double radius, bool orient, double vx,
                                    double vy, double vz, CudaOut<float> normals, std::uintptr_t stream) {
@@ -52,6 +60,17 @@ void fpfh_cuda_binding(CudaIn<float> points, CudaIn<float> normals, int64_t max_
   CudaDeviceGuard guard(points.device_id());
   fpfh_cuda(points.data(), normals.data(), dim(points, 0), {max_nn, radius}, features.data(), as_stream(stream));
 }
+
+void fpfh_with_normals_cuda_binding(CudaIn<float> points, int64_t max_nn, double radius, int64_t normal_max_nn,
+                                    double normal_radius, bool orient, double vx, double vy, double vz,
+                                    CudaOut<float> normals, CudaOut<float> features, std::uintptr_t stream) {
+  check_fpfh_shapes(points, normals, features);
+  require_same_device(normals, points.device_id(), "normals");
+  require_same_device(features, points.device_id(), "features");
+  CudaDeviceGuard guard(points.device_id());
+  fpfh_with_normals_cuda(points.data(), dim(points, 0), {max_nn, radius}, {normal_max_nn, normal_radius},
+                         {orient, vx, vy, vz}, normals.data(), features.data(), as_stream(stream));
+}
 #endif
 
 }  // namespace
@@ -63,6 +82,10 @@ void bind_fpfh(nb::module_& m) {
   m.def("fpfh_cpu", &fpfh_cpu_binding, nb::arg("points").noconvert(), nb::arg("normals").noconvert(),
         nb::arg("max_nn"), nb::arg("radius"), nb::arg("features").noconvert(),
         nb::call_guard<nb::gil_scoped_release>());
+  m.def("fpfh_with_normals_cpu", &fpfh_with_normals_cpu_binding, nb::arg("points").noconvert(), nb::arg("max_nn"),
+        nb::arg("radius"), nb::arg("normal_max_nn"), nb::arg("normal_radius"), nb::arg("orient"), nb::arg("vx"),
+        nb::arg("vy"), nb::arg("vz"), nb::arg("normals").noconvert(), nb::arg("features").noconvert(),
+        nb::call_guard<nb::gil_scoped_release>());
 #ifdef XMODAL_WITH_CUDA
   m.def("estimate_normals_cuda", &estimate_normals_cuda_binding, nb::arg("points").noconvert(), nb::arg("max_nn"),
         nb::arg("radius"), nb::arg("orient"), nb::arg("vx"), nb::arg("vy"), nb::arg("vz"),
@@ -70,6 +93,10 @@ void bind_fpfh(nb::module_& m) {
   m.def("fpfh_cuda", &fpfh_cuda_binding, nb::arg("points").noconvert(), nb::arg("normals").noconvert(),
         nb::arg("max_nn"), nb::arg("radius"), nb::arg("features").noconvert(), nb::arg("stream"),
         nb::call_guard<nb::gil_scoped_release>());
+  m.def("fpfh_with_normals_cuda", &fpfh_with_normals_cuda_binding, nb::arg("points").noconvert(), nb::arg("max_nn"),
+        nb::arg("radius"), nb::arg("normal_max_nn"), nb::arg("normal_radius"), nb::arg("orient"), nb::arg("vx"),
+        nb::arg("vy"), nb::arg("vz"), nb::arg("normals").noconvert(), nb::arg("features").noconvert(),
+        nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
 #endif
 }
 

@@ -610,8 +610,8 @@ def estimate_normals(points, max_nn: int, radius: float = np.inf, viewpoint=(0.0
 def fpfh_pair_features(p1, n1, p2, n2):
     """open3d's ComputePairFeatures for rows of pairs (source candidates p1, n1; targets p2, n2;
     (M, 3) each), float64: returns (theta, alpha, phi), each (M,). The source is the point
-    whose normal makes the smaller angle with dp = p2 - p1 (|n1 . dp| >= |n2 . dp|); zeros for
-    coincident points and for dp parallel to the source normal."""
+    whose normal makes the smaller angle with dp = p2 - p1 (p2, n2 when |n1 . dp| < |n2 . dp|);
+    zeros for coincident points and for dp parallel to the source normal."""
     p1, n1, p2, n2 = (np.asarray(a, dtype=np.float32).astype(np.float64) for a in (p1, n1, p2, n2))
 
     def dot(a, b):
@@ -620,12 +620,12 @@ def fpfh_pair_features(p1, n1, p2, n2):
     dp = p2 - p1
     d = np.sqrt(dot(dp, dp))
     with np.errstate(invalid="ignore", divide="ignore"):
-        angle1, angle2 = dot(n1, dp) / d, dot(n2, dp) / d
-        swap = np.abs(angle1) < np.abs(angle2)
+        along1, along2 = dot(n1, dp), dot(n2, dp)
+        swap = np.abs(along1) < np.abs(along2)
         source = np.where(swap[:, None], n2, n1)
         target = np.where(swap[:, None], n1, n2)
         dp = np.where(swap[:, None], -dp, dp)
-        phi = np.where(swap, -angle2, angle1)
+        phi = np.where(swap, -along2, along1) / d
         v = np.cross(dp, source)
         v_norm = np.sqrt(dot(v, v))
         v = v / v_norm[:, None]

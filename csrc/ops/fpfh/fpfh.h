@@ -42,8 +42,9 @@
 // computed by a more robust closed form (open3d's FastEigen3x3 can lose accuracy when two
 // eigenvalues are close). Normal signs from an unoriented estimate differ from open3d's.
 //
-// CPU: one KD-tree search per point (common/point_knn.h), the neighbour rows kept in an
-// (N, min(max_nn, N)) int32 table between the SPFH and FPFH passes, OpenMP over points.
+// CPU: an exact bucketed KD-tree search (ops/fpfh/neighbours_cpu.cpp) fills an
+// (N, min(max_nn, N)) int32 table of neighbour rows, used by the SPFH and the FPFH passes;
+// OpenMP over points.
 // CUDA: the same per-point math (fpfh_math.h) as one thread per point on device pointers;
 // the neighbour table is built by the CPU search (the points are copied to the host) and
 // uploaded, so both paths use identical neighbourhoods.
@@ -72,6 +73,11 @@ void estimate_normals_cpu(const float* points, int64_t num_points, Neighbourhood
 void fpfh_cpu(const float* points, const float* normals, int64_t num_points, Neighbourhood neighbourhood,
               float* features);
 
+// Both at once: normals (N, 3) out, estimated over normal_neighbourhood as estimate_normals_cpu
+// does, then the FPFH over `neighbourhood` with them; one neighbour search serves both.
+void fpfh_with_normals_cpu(const float* points, int64_t num_points, Neighbourhood neighbourhood,
+                           Neighbourhood normal_neighbourhood, Viewpoint viewpoint, float* normals, float* features);
+
 // Device pointers, queued on `stream` (the neighbour search synchronises with it first: it
 // reads the points on the host).
 void estimate_normals_cuda(const float* points, int64_t num_points, Neighbourhood neighbourhood, Viewpoint viewpoint,
@@ -79,5 +85,9 @@ void estimate_normals_cuda(const float* points, int64_t num_points, Neighbourhoo
 
 void fpfh_cuda(const float* points, const float* normals, int64_t num_points, Neighbourhood neighbourhood,
                float* features, void* stream);
+
+void fpfh_with_normals_cuda(const float* points, int64_t num_points, Neighbourhood neighbourhood,
+                            Neighbourhood normal_neighbourhood, Viewpoint viewpoint, float* normals, float* features,
+                            void* stream);
 
 }  // namespace xmodal

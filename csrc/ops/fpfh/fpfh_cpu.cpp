@@ -7,11 +7,10 @@
 #include "ops/fpfh/fpfh_neighbours.h"
 
 namespace xmodal {
+namespace {
 
-void estimate_normals_cpu(const float* points, int64_t num_points, Neighbourhood neighbourhood, Viewpoint viewpoint,
-                          float* normals) {
-  check_fpfh_arguments(num_points, neighbourhood, "estimate_normals");
-  const NeighbourTable table = find_neighbourhoods(points, num_points, neighbourhood);
+void normals_from_table(const float* points, int64_t num_points, const NeighbourTable& table, Viewpoint viewpoint,
+                        float* normals) {
   ParallelErrors errors;
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < num_points; ++i) errors.run([&] {
@@ -20,10 +19,8 @@ void estimate_normals_cpu(const float* points, int64_t num_points, Neighbourhood
   errors.rethrow();
 }
 
-void fpfh_cpu(const float* points, const float* normals, int64_t num_points, Neighbourhood neighbourhood,
-              float* features) {
-  check_fpfh_arguments(num_points, neighbourhood, "fpfh");
-  const NeighbourTable table = find_neighbourhoods(points, num_points, neighbourhood);
+void fpfh_from_table(const float* points, const float* normals, int64_t num_points, const NeighbourTable& table,
+                     float* features) {
   std::vector<float> counts(static_cast<size_t>(num_points * kFpfhFeatures));
   std::vector<double> increments(static_cast<size_t>(num_points));
   ParallelErrors errors;
@@ -43,6 +40,34 @@ void fpfh_cpu(const float* points, const float* normals, int64_t num_points, Nei
     });
   }
   errors.rethrow();
+}
+
+}  // namespace
+
+void estimate_normals_cpu(const float* points, int64_t num_points, Neighbourhood neighbourhood, Viewpoint viewpoint,
+                          float* normals) {
+  check_fpfh_arguments(num_points, neighbourhood, "estimate_normals");
+  const auto tables = find_neighbourhoods(points, num_points, {neighbourhood});
+  normals_from_table(points, num_points, tables[0], viewpoint, normals);
+}
+
+void fpfh_cpu(const float* points, const float* normals, int64_t num_points, Neighbourhood neighbourhood,
+              float* features) {
+  check_fpfh_arguments(num_points, neighbourhood, "fpfh");
+  const auto tables = find_neighbourhoods(points, num_points, {neighbourhood});
+  fpfh_from_table(points, normals, num_points, tables[0], features);
+}
+
+void fpfh_with_normals_cpu(const float* points, int64_t num_points, Neighbourhood neighbourhood,
+                           Neighbourhood normal_neighbourhood, Viewpoint viewpoint, float* normals, float* features) {
+  check_fpfh_arguments(num_points, neighbourhood, "fpfh");
+  check_fpfh_arguments(num_points, normal_neighbourhood, "fpfh (normals)");
+  const bool same = neighbourhood.max_nn == normal_neighbourhood.max_nn &&
+                    neighbourhood.radius == normal_neighbourhood.radius;
+  const auto tables = same ? find_neighbourhoods(points, num_points, {neighbourhood})
+                           : find_neighbourhoods(points, num_points, {neighbourhood, normal_neighbourhood});
+  normals_from_table(points, num_points, tables.back(), viewpoint, normals);
+  fpfh_from_table(points, normals, num_points, tables.front(), features);
 }
 
 }  // namespace xmodal

@@ -45,39 +45,55 @@ std::vector<float> points_on_host(const float* points, int64_t num_points, cudaS
   return host;
 }
 
-// The neighbour table of device-resident points: searched on the host, uploaded. Its host copy
-// must outlive the uploads: callers synchronise the stream before it goes out of scope.
-class DeviceNeighbourTable {
+// One neighbour table on the device.
+class DeviceTable {
  public:
-  DeviceNeighbourTable(const float* points, int64_t num_points, Neighbourhood neighbourhood, cudaStream_t stream)
-      : host_(find_neighbourhoods(points_on_host(points, num_points, stream).data(), num_points, neighbourhood)),
-        rows_(host_.rows.size(), stream),
-        count_(host_.count.size(), stream) {
-    XMODAL_CUDA_CHECK(cudaMemcpyAsync(rows_.get(), host_.rows.data(), sizeof(int32_t) * host_.rows.size(),
+  DeviceTable(const NeighbourTable& host, cudaStream_t stream)
+      : width_(host.width), rows_(host.rows.size(), stream), count_(host.count.size(), stream) {
+    XMODAL_CUDA_CHECK(cudaMemcpyAsync(rows_.get(), host.rows.data(), sizeof(int32_t) * host.rows.size(),
                                       cudaMemcpyHostToDevice, stream));
-    XMODAL_CUDA_CHECK(cudaMemcpyAsync(count_.get(), host_.count.data(), sizeof(int32_t) * host_.count.size(),
+    XMODAL_CUDA_CHECK(cudaMemcpyAsync(count_.get(), host.count.data(), sizeof(int32_t) * host.count.size(),
                                       cudaMemcpyHostToDevice, stream));
   }
 
   const int32_t* rows() const { return rows_.get(); }
   const int32_t* count() const { return count_.get(); }
-  int64_t width() const { return host_.width; }
+  int64_t width() const { return width_; }
 
  private:
-  NeighbourTable host_;
+  int64_t width_;
   DeviceBuffer<int32_t> rows_, count_;
 };
 
+void launch_normals(const float* points, int64_t num_points, const DeviceTable& table, Viewpoint viewpoint,
+                    float* normals, cudaStream_t stream) {
+  launch(normals_kernel, num_points, stream, "normals_kernel", points, num_points, table.rows(), table.count(),
+         table.width(), viewpoint, normals);
+}
+
+void launch_fpfh(const float* points, const float* normals, int64_t num_points, const DeviceTable& table,
+                 float* features, cudaStream_t stream) {
+  DeviceBuffer<float> counts(static_cast<size_t>(kFpfhFeatures * num_points), stream);
+  DeviceBuffer<double> increments(static_cast<size_t>(num_points), stream);
+  launch(spfh_kernel, num_points, stream, "spfh_kernel", points, normals, num_points, table.rows(), table.count(),
+         table.width(), counts.get(), increments.get());
+  launch(fpfh_kernel, num_points, stream, "fpfh_kernel", points, static_cast<const float*>(counts.get()),
+         static_cast<const double*>(increments.get()), num_points, table.rows(), table.count(), table.width(),
+         features);
+}
+
 }  // namespace
 
+// Each entry point ends by synchronising the stream: the uploads read host tables that go out
+// of scope on return.
 void estimate_normals_cuda(const float* points, int64_t num_points, Neighbourhood neighbourhood, Viewpoint viewpoint,
                            float* normals, void* stream_handle) {
   check_fpfh_arguments(num_points, neighbourhood, "estimate_normals");
   if (num_points == 0) return;
   cudaStream_t stream = as_stream(stream_handle);
-  DeviceNeighbourTable table(points, num_points, neighbourhood, stream);
-  launch(normals_kernel, num_points, stream, "normals_kernel", points, num_points, table.rows(), table.count(),
-         table.width(), viewpoint, normals);
+  const auto host = find_neighbourhoods(points_on_host(points, num_points, stream).data(), num_points, {neighbourhood});
+  const DeviceTable table(host[0], stream);
+  launch_normals(points, num_points, table, viewpoint, normals, stream);
   XMODAL_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
@@ -86,14 +102,24 @@ void fpfh_cuda(const float* points, const float* normals, int64_t num_points, Ne
   check_fpfh_arguments(num_points, neighbourhood, "fpfh");
   if (num_points == 0) return;
   cudaStream_t stream = as_stream(stream_handle);
-  DeviceNeighbourTable table(points, num_points, neighbourhood, stream);
-  DeviceBuffer<float> counts(static_cast<size_t>(kFpfhFeatures * num_points), stream);
-  DeviceBuffer<double> increments(static_cast<size_t>(num_points), stream);
-  launch(spfh_kernel, num_points, stream, "spfh_kernel", points, normals, num_points, table.rows(), table.count(),
-         table.width(), counts.get(), increments.get());
-  launch(fpfh_kernel, num_points, stream, "fpfh_kernel", points, static_cast<const float*>(counts.get()),
-         static_cast<const double*>(increments.get()), num_points, table.rows(), table.count(), table.width(),
-         features);
+  const auto host = find_neighbourhoods(points_on_host(points, num_points, stream).data(), num_points, {neighbourhood});
+  const DeviceTable table(host[0], stream);
+  launch_fpfh(points, normals, num_points, table, features, stream);
+  XMODAL_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void fpfh_with_normals_cuda(const float* points, int64_t num_points, Neighbourhood neighbourhood,
+                            Neighbourhood normal_neighbourhood, Viewpoint viewpoint, float* normals, float* features,
+                            void* stream_handle) {
+  check_fpfh_arguments(num_points, neighbourhood, "fpfh");
+  check_fpfh_arguments(num_points, normal_neighbourhood, "fpfh (normals)");
+  if (num_points == 0) return;
+  cudaStream_t stream = as_stream(stream_handle);
+  const auto host = find_neighbourhoods(points_on_host(points, num_points, stream).data(), num_points,
+                                        {neighbourhood, normal_neighbourhood});
+  const DeviceTable table(host[0], stream), normal_table(host[1], stream);
+  launch_normals(points, num_points, normal_table, viewpoint, normals, stream);
+  launch_fpfh(points, normals, num_points, table, features, stream);
   XMODAL_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

@@ -67,8 +67,8 @@ XMODAL_HD void point_normal(const float* points, int64_t i, const int32_t* rows,
 // open3d's pair features of a source point (p1, n1) and a target (p2, n2), in its order:
 // theta = atan2(w . nt, u . nt), alpha = v . nt, phi = u . (p2 - p1) / d, in the Darboux frame
 // u = ns, v = unit((pt - ps) x u), w = u x v. The source is the point whose normal makes the
-// smaller angle with the line joining them (|n1 . dp| >= |n2 . dp|, dp = p2 - p1; open3d
-// compares acos of both, the same order). Coincident points, and normals parallel to dp,
+// smaller angle with the line joining them: n2 when |n1 . dp| < |n2 . dp| (dp = p2 - p1;
+// open3d compares acos(|n . dp| / d), the same order up to rounding). Coincident points, and normals parallel to dp,
 // give (0, 0, 0).
 //
 // Written without branches (selects only), so that the CPU loop over a point's neighbours
@@ -112,13 +112,12 @@ XMODAL_HD int theta_bin(double x, double y) {
 XMODAL_HD PairSlots pair_slots(double dx, double dy, double dz, double n1x, double n1y, double n1z, double n2x,
                                double n2y, double n2z) {
   const double d = sqrt(dx * dx + dy * dy + dz * dz);
-  const double angle1 = (n1x * dx + n1y * dy + n1z * dz) / d;
-  const double angle2 = (n2x * dx + n2y * dy + n2z * dz) / d;
-  const bool swap = fabs(angle1) < fabs(angle2);
+  const double along1 = n1x * dx + n1y * dy + n1z * dz, along2 = n2x * dx + n2y * dy + n2z * dz;
+  const bool swap = fabs(along1) < fabs(along2);
   const double ux = swap ? n2x : n1x, uy = swap ? n2y : n1y, uz = swap ? n2z : n1z;  // source normal
   const double tx = swap ? n1x : n2x, ty = swap ? n1y : n2y, tz = swap ? n1z : n2z;  // target normal
   const double ex = swap ? -dx : dx, ey = swap ? -dy : dy, ez = swap ? -dz : dz;     // source -> target
-  const double phi = swap ? -angle2 : angle1;
+  const double phi = (swap ? -along2 : along1) / d;
   double vx = ey * uz - ez * uy, vy = ez * ux - ex * uz, vz = ex * uy - ey * ux;
   const double v_norm = sqrt(vx * vx + vy * vy + vz * vz);
   vx /= v_norm;
@@ -148,8 +147,14 @@ XMODAL_HD double point_spfh(const float* points, const float* normals, int64_t i
 #else
   constexpr int kChunk = 32;
 #endif
-  for (int b = 0; b < kFpfhFeatures; ++b) counts[b] = 0.0f;
-  if (count <= 1) return 0.0;
+  if (count <= 1) {
+    for (int b = 0; b < kFpfhFeatures; ++b) counts[b] = 0.0f;
+    return 0.0;
+  }
+  // Two interleaved integer histograms: consecutive pairs often hit the same bin, and one
+  // histogram would chain every increment through a store and a reload.
+  int32_t hist[2][kFpfhFeatures];
+  for (int b = 0; b < kFpfhFeatures; ++b) hist[0][b] = hist[1][b] = 0;
   const float* p = points + 3 * i;
   const double n1x = normals[3 * i], n1y = normals[3 * i + 1], n1z = normals[3 * i + 2];
   for (int32_t k0 = 1; k0 < count; k0 += kChunk) {
@@ -172,11 +177,13 @@ XMODAL_HD double point_spfh(const float* points, const float* normals, int64_t i
       phi[c] = slots.phi;
     }
     for (int c = 0; c < m; ++c) {
-      counts[theta[c]] += 1.0f;
-      counts[alpha[c]] += 1.0f;
-      counts[phi[c]] += 1.0f;
+      int32_t* h = hist[c & 1];
+      ++h[theta[c]];
+      ++h[alpha[c]];
+      ++h[phi[c]];
     }
   }
+  for (int b = 0; b < kFpfhFeatures; ++b) counts[b] = static_cast<float>(hist[0][b] + hist[1][b]);
   return 100.0 / (count - 1);
 }
 

@@ -20,6 +20,9 @@ struct NeighbourTable {
 // Throws std::invalid_argument for N >= 2^31, max_nn < 1 or a radius that is not > 0.
 void check_fpfh_arguments(int64_t num_points, Neighbourhood neighbourhood, const char* op);
 
-NeighbourTable find_neighbourhoods(const float* points, int64_t num_points, Neighbourhood neighbourhood);
+// The tables of one or more neighbourhoods of the same points, from one search (the candidates
+// near each part of the cloud are gathered once for all of them).
+std::vector<NeighbourTable> find_neighbourhoods(const float* points, int64_t num_points,
+                                                const std::vector<Neighbourhood>& neighbourhoods);
 
 }  // namespace xmodal

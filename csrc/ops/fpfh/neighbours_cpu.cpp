@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "common/check.h"
@@ -33,6 +34,7 @@ constexpr double kWidening = 1.0 + 1e-5;
 constexpr double kLikelyWidening = 1.05;
 // Largest number of surplus candidates dropped one by one (beyond it: std::nth_element).
 constexpr size_t kMaxSurplus = 24;
+constexpr int kRings = 16;
 
 struct Box {
   double lo[3], hi[3];
@@ -52,13 +54,21 @@ double distance(const float* x, const float* y, const float* z, int32_t a, int32
   return std::sqrt(squared_distance3(x[a], y[a], z[a], x[b], y[b], z[b]));
 }
 
+// One neighbourhood being searched: its table and its running guess of r0.
+struct Target {
+  int64_t width;
+  double radius;
+  NeighbourTable* table;
+  double guess;  // r0 of the previous leaf this thread searched (leaves come in tree order)
+  double r0 = 0.0;
+};
+
 class LeafSearch {
  public:
-  LeafSearch(const PointTree& tree, int64_t width, double radius, double first_guess)
-      : tree_(tree), width_(width), radius_(radius), guess_(first_guess) {}
+  LeafSearch(const PointTree& tree, std::vector<Target> targets) : tree_(tree), targets_(std::move(targets)) {}
 
-  // Fills the table rows of every point in `leaf`.
-  void run(const PointTree::Node& leaf, NeighbourTable& table) {
+  // Fills the rows of every point in `leaf`, in every table.
+  void run(const PointTree::Node& leaf) {
     Box box;
     double centre[3];
     for (int d = 0; d < 3; ++d) {
@@ -79,38 +89,59 @@ class LeafSearch {
     }
     double spread = 0.0;
     for (int32_t pos = leaf.begin; pos < leaf.end; ++pos) spread = std::max(spread, distance(x, y, z, pos, anchor));
-    const double r0 = gather_around(box, x[anchor], y[anchor], z[anchor], spread);
-    if (r0 > 0.0) guess_ = r0;
+    gather_around(box, x[anchor], y[anchor], z[anchor], spread);
+    sort_into_rings();
     for (int32_t pos = leaf.begin; pos < leaf.end; ++pos) {
-      const double bound = (distance(x, y, z, pos, anchor) + r0) * kWidening;
-      const double likely = r0 * kLikelyWidening;
-      select(x[pos], y[pos], z[pos], tree_.index()[pos], bound * bound, likely * likely, table);
+      qx_ = x[pos];
+      qy_ = y[pos];
+      qz_ = z[pos];
+      computed_ = 0;
+      const double offset = distance(x, y, z, pos, anchor);
+      for (Target& target : targets_) {
+        const double bound = (offset + target.r0) * kWidening;
+        const double likely = target.r0 * kLikelyWidening;
+        select(target, tree_.index()[pos], offset, bound * bound, likely * likely);
+      }
     }
   }
 
  private:
-  // Gathers the candidates of the leaf and returns r0 (module comment): reach R grows from
-  // spread + the guess until the anchor's ball of radius (R - spread) / widening, which R
-  // covers entirely, holds k candidates, or covers the whole radius.
-  double gather_around(const Box& box, float ax, float ay, float az, double spread) {
-    double r = guess_ > 0.0 ? guess_ * 1.25 : 1e-30;
+  // Gathers the candidates of the leaf and sets every target's r0 (module comment): the reach
+  // spread + r grows from the guesses until, for every target, the anchor's ball of radius r
+  // (which that reach covers entirely) holds its k candidates, or r covers its whole radius.
+  void gather_around(const Box& box, float ax, float ay, float az, double spread) {
+    double r = 0.0;
+    for (const Target& target : targets_) r = std::max(r, target.guess * 1.25);
     for (;;) {
-      gather(box, (spread + r) * kWidening);
-      const double covered = std::min(r, radius_);
-      anchor_d2_.clear();
-      for (size_t c = 0; c < cindex_.size(); ++c) {
-        const double d2 = squared_distance3(cx_[c], cy_[c], cz_[c], ax, ay, az);
-        if (d2 <= covered * covered && d2 < radius_ * radius_) anchor_d2_.push_back(d2);
-      }
-      if (static_cast<int64_t>(anchor_d2_.size()) >= width_) {
-        std::nth_element(anchor_d2_.begin(), anchor_d2_.begin() + (width_ - 1), anchor_d2_.end());
-        return std::sqrt(anchor_d2_[static_cast<size_t>(width_ - 1)]);
-      }
-      if (r >= radius_) return radius_;  // fewer than k points within the radius of the anchor
-      r = std::max(2.0 * r, 1e-30);
+      reach_ = (spread + std::max(r, 1e-30)) * kWidening;
+      gather(box, reach_);
+      anchor_d2_.resize(cindex_.size());
+      for (size_t c = 0; c < cindex_.size(); ++c)
+        anchor_d2_[c] = squared_distance3(cx_[c], cy_[c], cz_[c], ax, ay, az);
+      bool all_found = true;
+      for (Target& target : targets_) all_found &= find_r0(target, r);
+      if (all_found) break;
       // Every point is a candidate once the reach exceeds the cloud's extent: k <= N of them
       // are then in the anchor's ball, so the loop ends.
+      r = std::max(2.0 * r, 1e-30);
     }
+    for (Target& target : targets_)
+      if (target.r0 > 0.0) target.guess = target.r0;
+  }
+
+  // r0 of one target from the anchor's distances, if the ball of radius r decides it.
+  bool find_r0(Target& target, double r) {
+    const double covered = std::min(r, target.radius);
+    within_.clear();
+    for (const double d2 : anchor_d2_)
+      if (d2 <= covered * covered && d2 < target.radius * target.radius) within_.push_back(d2);
+    if (static_cast<int64_t>(within_.size()) >= target.width) {
+      std::nth_element(within_.begin(), within_.begin() + (target.width - 1), within_.end());
+      target.r0 = std::sqrt(within_[static_cast<size_t>(target.width - 1)]);
+      return true;
+    }
+    target.r0 = target.radius;  // fewer than k points within the radius of the anchor...
+    return r >= target.radius;  // ...which is decided once the ball covers the radius
   }
 
   // Candidates: every tree point within `reach` of the box.
@@ -142,37 +173,100 @@ class LeafSearch {
     }
   }
 
-  // The row of one query: its first `width` candidates in (distance, index) order within the
-  // radius, with the nearest (the point itself, or a coincident point of lower index) first.
-  // `bound2` (>= the query's k-th squared distance) and `likely2` (a probable one) only thin
-  // the candidates ranked: the likely bound is used when at least k candidates fall below it,
-  // which proves that the k nearest do.
-  void select(float qx, float qy, float qz, int64_t query, double bound2, double likely2, NeighbourTable& table) {
+  // Orders the candidates by distance to the anchor in kRings rings of equal width (a counting
+  // sort), so that a query only ranks the inner rings that can hold points close enough.
+  void sort_into_rings() {
     const size_t n = cindex_.size();
+    ring_width_ = reach_ / kRings;
+    ring_.resize(n);
+    std::fill(ring_end_, ring_end_ + kRings, size_t{0});
+    for (size_t c = 0; c < n; ++c) {
+      const double ring = std::sqrt(anchor_d2_[c]) / ring_width_;  // NaN or inf for a zero width: last ring
+      ring_[c] = ring < kRings - 1 ? static_cast<int32_t>(ring) : kRings - 1;
+      ++ring_end_[ring_[c]];
+    }
+    size_t end = 0;
+    for (int r = 0; r < kRings; ++r) {
+      end += ring_end_[r];
+      ring_end_[r] = end;
+    }
+    size_t next[kRings];
+    for (int r = 0; r < kRings; ++r) next[r] = r == 0 ? 0 : ring_end_[r - 1];
+    sx_.resize(n);
+    sy_.resize(n);
+    sz_.resize(n);
+    sindex_.resize(n);
+    for (size_t c = 0; c < n; ++c) {
+      const size_t slot = next[ring_[c]]++;
+      sx_[slot] = cx_[c];
+      sy_[slot] = cy_[c];
+      sz_[slot] = cz_[c];
+      sindex_[slot] = cindex_[c];
+    }
+    cx_.swap(sx_);
+    cy_.swap(sy_);
+    cz_.swap(sz_);
+    cindex_.swap(sindex_);
     d2_.resize(n);
     kept_.resize(n);
-    for (size_t c = 0; c < n; ++c) d2_[c] = squared_distance3(cx_[c], cy_[c], cz_[c], qx, qy, qz);  // vectorised
-    const double certain = std::min(radius_ * radius_, std::nextafter(bound2, std::numeric_limits<double>::infinity()));
+  }
+
+  // Number of leading (ring-sorted) candidates that holds every candidate within `reach` of a
+  // query at distance `offset` from the anchor (triangle inequality, widened against rounding).
+  size_t prefix_within(double reach, double offset) const {
+    const double ring = (reach + offset) * kWidening / ring_width_;
+    return ring_end_[ring < kRings - 1 ? static_cast<int>(ring) : kRings - 1];
+  }
+
+  // Squared distances from the current query to the first `prefix` candidates, computed once.
+  void compute_up_to(size_t prefix) {
+    for (size_t c = computed_; c < prefix; ++c) d2_[c] = squared_distance3(cx_[c], cy_[c], cz_[c], qx_, qy_, qz_);
+    computed_ = std::max(computed_, prefix);
+  }
+
+  // The row of one query (its squared distances to the candidates in d2_): its first `width`
+  // candidates in (distance, index) order within the radius, with the nearest (the point
+  // itself, or a coincident point of lower index) first. `bound2` (>= the query's k-th squared
+  // distance) and `likely2` (a probable one) only thin the candidates ranked: the likely bound
+  // is used when at least k candidates fall below it, which proves that the k nearest do.
+  void select(const Target& target, int64_t query, double offset, double bound2, double likely2) {
+    const size_t width = static_cast<size_t>(target.width);
+    const double certain =
+        std::min(target.radius * target.radius, std::nextafter(bound2, std::numeric_limits<double>::infinity()));
     const double likely = std::min(certain, likely2);
-    size_t m = keep_below(likely);
-    if (static_cast<int64_t>(m) < width_ && likely < certain) m = keep_below(certain);
-    if (m > static_cast<size_t>(width_)) drop_farthest(m - static_cast<size_t>(width_), m);
-    const size_t count = std::min(m, static_cast<size_t>(width_));
+    size_t prefix = prefix_within(std::sqrt(likely), offset);
+    compute_up_to(prefix);
+    size_t m = keep_below(likely, prefix);
+    if (m < width && likely < certain) {
+      prefix = prefix_within(std::sqrt(certain), offset);
+      compute_up_to(prefix);
+      m = keep_below(certain, prefix);
+    }
+    if (m > width) drop_farthest(m - width, m);
+    const size_t count = std::min(m, width);
     XMODAL_CHECK(count > 0, "fpfh neighbours: internal error, the point itself is not a candidate");
-    // The nearest first (distance 0: the query itself, or a coincident point of lower index).
-    size_t first = 0;
-    for (size_t j = 1; j < count; ++j)
-      if (before(kept_[j], kept_[first])) first = j;
-    std::swap(kept_[0], kept_[first]);
+    // The row, with the nearest first: the lowest index at distance 0 (the query itself, unless
+    // a coincident point has a lower index).
+    NeighbourTable& table = *target.table;
     int32_t* row = table.rows.data() + query * table.width;
-    for (size_t j = 0; j < count; ++j) row[j] = cindex_[static_cast<size_t>(kept_[j])];
+    size_t first = 0;
+    int32_t first_index = std::numeric_limits<int32_t>::max();
+    for (size_t j = 0; j < count; ++j) {
+      const size_t c = static_cast<size_t>(kept_[j]);
+      row[j] = cindex_[c];
+      const bool better = (d2_[c] == 0.0) & (cindex_[c] < first_index);
+      first = better ? j : first;
+      first_index = better ? cindex_[c] : first_index;
+    }
+    std::swap(row[0], row[first]);
     table.count[static_cast<size_t>(query)] = static_cast<int32_t>(count);
   }
 
-  // Branch-free compaction into kept_ of the candidates with d2 < limit; returns their number.
-  size_t keep_below(double limit) {
+  // Branch-free compaction into kept_ of the first `prefix` candidates with d2 < limit; returns
+  // their number.
+  size_t keep_below(double limit, size_t prefix) {
     size_t m = 0;
-    for (size_t c = 0; c < d2_.size(); ++c) {
+    for (size_t c = 0; c < prefix; ++c) {
       kept_[m] = static_cast<int32_t>(c);
       m += d2_[c] < limit;
     }
@@ -185,42 +279,53 @@ class LeafSearch {
     return d2_[i] < d2_[j] || (d2_[i] == d2_[j] && cindex_[i] < cindex_[j]);
   }
 
-  // Moves the `surplus` last candidates of kept_[0..m) in (distance, index) order to its end.
+  // Removes from kept_[0..m) its `surplus` last candidates in (distance, index) order; the
+  // others stay, in any order.
   void drop_farthest(size_t surplus, size_t m) {
-    const auto order = [this](int32_t a, int32_t b) { return before(a, b); };
     if (surplus > kMaxSurplus) {
       std::nth_element(kept_.begin(), kept_.begin() + static_cast<std::ptrdiff_t>(m - surplus),
-                       kept_.begin() + static_cast<std::ptrdiff_t>(m), order);
+                       kept_.begin() + static_cast<std::ptrdiff_t>(m),
+                       [this](int32_t a, int32_t b) { return before(a, b); });
       return;
     }
-    // One pass keeping the `surplus` farthest seen so far in farthest_ (ascending): after the
-    // first few, a candidate rarely beats the nearest of them, so the branch predicts well.
-    farthest_.assign(kept_.begin(), kept_.begin() + static_cast<std::ptrdiff_t>(surplus));
-    std::sort(farthest_.begin(), farthest_.end(), order);
-    for (size_t j = surplus; j < m; ++j) {
+    // The `surplus` farthest so far in farthest_ (unordered; `nearest` is the nearest of them),
+    // seeded with the last candidates (the outer rings): a candidate of the inner rings rarely
+    // beats it, so the branch below predicts well.
+    farthest_.assign(kept_.begin() + static_cast<std::ptrdiff_t>(m - surplus),
+                     kept_.begin() + static_cast<std::ptrdiff_t>(m));
+    size_t nearest = 0;
+    for (size_t f = 1; f < surplus; ++f)
+      if (before(farthest_[f], farthest_[nearest])) nearest = f;
+    double limit = d2_[static_cast<size_t>(farthest_[nearest])];
+    int32_t limit_index = cindex_[static_cast<size_t>(farthest_[nearest])];
+    for (size_t j = 0; j + surplus < m; ++j) {
       const int32_t c = kept_[j];
-      if (!before(farthest_[0], c)) continue;
-      size_t slot = 0;
-      while (slot + 1 < surplus && before(farthest_[slot + 1], c)) {
-        farthest_[slot] = farthest_[slot + 1];
-        ++slot;
-      }
-      farthest_[slot] = c;
+      const double d2 = d2_[static_cast<size_t>(c)];
+      if (d2 < limit || (d2 == limit && cindex_[static_cast<size_t>(c)] < limit_index)) continue;
+      farthest_[nearest] = c;
+      for (size_t f = 0; f < surplus; ++f)
+        if (before(farthest_[f], farthest_[nearest])) nearest = f;
+      limit = d2_[static_cast<size_t>(farthest_[nearest])];
+      limit_index = cindex_[static_cast<size_t>(farthest_[nearest])];
     }
-    // Keep the others, in any order.
-    const int32_t nearest_dropped = farthest_[0];
+    // Branch-free: keep what comes before the nearest dropped candidate.
     size_t kept = 0;
-    for (size_t j = 0; j < m; ++j)
-      if (before(kept_[j], nearest_dropped)) kept_[kept++] = kept_[j];
+    for (size_t j = 0; j < m; ++j) {
+      const size_t c = static_cast<size_t>(kept_[j]);
+      kept_[kept] = kept_[j];
+      kept += (d2_[c] < limit) | ((d2_[c] == limit) & (cindex_[c] < limit_index));
+    }
   }
 
   const PointTree& tree_;
-  int64_t width_;
-  double radius_;
-  double guess_;  // r0 of the previous leaf this thread searched (leaves come in tree order)
-  std::vector<float> cx_, cy_, cz_;
-  std::vector<int32_t> cindex_, kept_, farthest_, stack_;
-  std::vector<double> d2_, anchor_d2_;
+  std::vector<Target> targets_;
+  std::vector<float> cx_, cy_, cz_, sx_, sy_, sz_;
+  std::vector<int32_t> cindex_, sindex_, ring_, kept_, farthest_, stack_;
+  std::vector<double> d2_, anchor_d2_, within_;
+  double reach_ = 0.0, ring_width_ = 0.0;
+  size_t ring_end_[kRings];
+  float qx_ = 0, qy_ = 0, qz_ = 0;  // the current query
+  size_t computed_ = 0;              // candidates whose d2_ is computed for it
 };
 
 }  // namespace
@@ -233,12 +338,10 @@ void check_fpfh_arguments(int64_t num_points, Neighbourhood neighbourhood, const
                neighbourhood.radius);
 }
 
-NeighbourTable find_neighbourhoods(const float* points, int64_t num_points, Neighbourhood neighbourhood) {
-  NeighbourTable table;
-  if (num_points == 0) return table;
-  table.width = std::min(neighbourhood.max_nn, num_points);
-  table.rows.resize(static_cast<size_t>(num_points * table.width));
-  table.count.resize(static_cast<size_t>(num_points));
+std::vector<NeighbourTable> find_neighbourhoods(const float* points, int64_t num_points,
+                                                const std::vector<Neighbourhood>& neighbourhoods) {
+  std::vector<NeighbourTable> tables(neighbourhoods.size());
+  if (num_points == 0) return tables;
   PointTree tree;
   tree.build(points, num_points, nullptr, kLeafSize);
   std::vector<int32_t> leaves;
@@ -250,18 +353,26 @@ NeighbourTable find_neighbourhoods(const float* points, int64_t num_points, Neig
   double extent[3];
   for (int d = 0; d < 3; ++d) extent[d] = static_cast<double>(root.hi[d]) - root.lo[d];
   std::sort(extent, extent + 3);
-  const double share = static_cast<double>(table.width) / static_cast<double>(num_points);
-  const double first_guess = std::max(std::sqrt(extent[1] * extent[2] * share), extent[2] * share);
+  std::vector<Target> targets;
+  for (size_t t = 0; t < neighbourhoods.size(); ++t) {
+    NeighbourTable& table = tables[t];
+    table.width = std::min(neighbourhoods[t].max_nn, num_points);
+    table.rows.resize(static_cast<size_t>(num_points * table.width));
+    table.count.resize(static_cast<size_t>(num_points));
+    const double share = static_cast<double>(table.width) / static_cast<double>(num_points);
+    const double guess = std::max(std::sqrt(extent[1] * extent[2] * share), extent[2] * share);
+    targets.push_back({table.width, neighbourhoods[t].radius, &table, guess});
+  }
   ParallelErrors errors;
 #pragma omp parallel
   {
-    LeafSearch search(tree, table.width, neighbourhood.radius, first_guess);
+    LeafSearch search(tree, targets);
 #pragma omp for schedule(dynamic, 8)
     for (size_t l = 0; l < leaves.size(); ++l)
-      errors.run([&] { search.run(tree.nodes()[static_cast<size_t>(leaves[l])], table); });
+      errors.run([&] { search.run(tree.nodes()[static_cast<size_t>(leaves[l])]); });
   }
   errors.rethrow();
-  return table;
+  return tables;
 }
 
 }  // namespace xmodal

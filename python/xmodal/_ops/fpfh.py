@@ -158,22 +158,29 @@ def fpfh(points, *, k: int | None = None, radius: float | None = None, max_nn: i
         msg = f"return_normals must be a bool; got {type(return_normals).__name__} {return_normals!r}"
         raise TypeError(msg)
     vp = _viewpoint(viewpoint)
+    features = _arrays.empty(kind, (arr.shape[0], FPFH_FEATURES), "float32")
     if normals is None:
         if normal_k is None and normal_radius is None:
             normal_max_nn, normal_radius = max_nn, radius
         else:
             normal_max_nn, normal_radius = _neighbourhood(normal_k, normal_radius, normal_max_nn, "normal_")
-        nrm = _normals_prevalidated(arr, kind, normal_max_nn, normal_radius, vp)
-    else:
-        if normal_k is not None or normal_radius is not None:
-            msg = "normal_k / normal_radius set the normal estimation; they cannot be combined with given normals"
-            raise ValueError(msg)
-        nrm, nrm_kind = _cloud(normals, "normals")
-        _arrays.check_same_kind(kind, nrm_kind, "points", "normals")
-        if nrm.shape[0] != arr.shape[0]:
-            msg = f"normals must have one row per point (N={arr.shape[0]}); got shape {tuple(int(s) for s in nrm.shape)}"
-            raise ValueError(msg)
-    features = _arrays.empty(kind, (arr.shape[0], FPFH_FEATURES), "float32")
+        nrm = _arrays.empty(kind, (arr.shape[0], 3), "float32")
+        # One neighbour search serves the normals and the features.
+        if kind.cuda:
+            require_cuda("fpfh")
+            C.fpfh_with_normals_cuda(arr, max_nn, radius, normal_max_nn, normal_radius, *vp, nrm, features,
+                                     _arrays.stream_of(kind))
+        else:
+            C.fpfh_with_normals_cpu(arr, max_nn, radius, normal_max_nn, normal_radius, *vp, nrm, features)
+        return (features, nrm) if return_normals else features
+    if normal_k is not None or normal_radius is not None:
+        msg = "normal_k / normal_radius set the normal estimation; they cannot be combined with given normals"
+        raise ValueError(msg)
+    nrm, nrm_kind = _cloud(normals, "normals")
+    _arrays.check_same_kind(kind, nrm_kind, "points", "normals")
+    if nrm.shape[0] != arr.shape[0]:
+        msg = f"normals must have one row per point (N={arr.shape[0]}); got shape {tuple(int(s) for s in nrm.shape)}"
+        raise ValueError(msg)
     if kind.cuda:
         require_cuda("fpfh")
         C.fpfh_cuda(arr, nrm, max_nn, radius, features, _arrays.stream_of(kind))

@@ -84,12 +84,11 @@ struct PairSlots {
 constexpr double kEdgeCos1 = 0.9594929736144974, kEdgeCos3 = 0.6548607339452851, kEdgeCos5 = 0.14231483827328512,
                  kEdgeCos7 = -0.4154150130018863, kEdgeCos9 = -0.8412535328311811;
 
-// floor(scaled) clamped to the 11 bins, as open3d's clamp of floor(...) (NaN to bin 0), as a
-// count of the bin edges it has passed (integer arithmetic: vectorises without FP traps).
+// floor(scaled) clamped to the 11 bins, as open3d's clamp of floor(...) (NaN to bin 0); selects
+// and a truncation only, so that the loop over a point's pairs vectorises.
 XMODAL_HD int clamp_bin(double scaled) {
-  int bin = 0;
-  for (int edge = 1; edge < kFpfhBins; ++edge) bin += scaled >= edge;
-  return bin;
+  const double last = kFpfhBins - 1;
+  return static_cast<int>(scaled >= 0.0 ? (scaled < last ? scaled : last) : 0.0);
 }
 
 // The sign bit of v (true for -0.0), in a form both compilers accept on host and device.

@@ -31,7 +31,7 @@ namespace {
 constexpr int kLeafSize = 32;
 constexpr double kWidening = 1.0 + 1e-5;
 // A query's k-th distance is usually within a few per cent of its leaf anchor's.
-constexpr double kLikelyWidening = 1.05;
+constexpr double kLikelyWidening = 1.02;
 // Largest number of surplus candidates dropped one by one (beyond it: std::nth_element).
 constexpr size_t kMaxSurplus = 24;
 constexpr int kRings = 16;

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "common/check.h"
@@ -82,45 +83,50 @@ void launch_fpfh(const float* points, const float* normals, int64_t num_points, 
          features);
 }
 
-}  // namespace
-
-// Each entry point ends by synchronising the stream: the uploads read host tables that go out
-// of scope on return.
-void estimate_normals_cuda(const float* points, int64_t num_points, Neighbourhood neighbourhood, Viewpoint viewpoint,
-                           float* normals, void* stream_handle) {
-  check_fpfh_arguments(num_points, neighbourhood, "estimate_normals");
+// Builds the neighbour tables on the host, uploads them and runs `work(tables, stream)`. Ends
+// by synchronising the stream: the uploads read host tables that go out of scope on return.
+template <typename Work>
+void with_device_tables(const float* points, int64_t num_points, const std::vector<Neighbourhood>& neighbourhoods,
+                        void* stream_handle, Work work) {
   if (num_points == 0) return;
   cudaStream_t stream = as_stream(stream_handle);
-  const auto host = find_neighbourhoods(points_on_host(points, num_points, stream).data(), num_points, {neighbourhood});
-  const DeviceTable table(host[0], stream);
-  launch_normals(points, num_points, table, viewpoint, normals, stream);
+  const auto host = find_neighbourhoods(points_on_host(points, num_points, stream).data(), num_points, neighbourhoods);
+  std::vector<std::unique_ptr<DeviceTable>> tables;
+  for (const NeighbourTable& table : host) tables.push_back(std::make_unique<DeviceTable>(table, stream));
+  work(tables, stream);
   XMODAL_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+using DeviceTables = std::vector<std::unique_ptr<DeviceTable>>;
+
+}  // namespace
+
+void estimate_normals_cuda(const float* points, int64_t num_points, Neighbourhood neighbourhood, Viewpoint viewpoint,
+                           float* normals, void* stream) {
+  check_fpfh_arguments(num_points, neighbourhood, "estimate_normals");
+  with_device_tables(points, num_points, {neighbourhood}, stream, [&](const DeviceTables& tables, cudaStream_t s) {
+    launch_normals(points, num_points, *tables[0], viewpoint, normals, s);
+  });
+}
+
 void fpfh_cuda(const float* points, const float* normals, int64_t num_points, Neighbourhood neighbourhood,
-               float* features, void* stream_handle) {
+               float* features, void* stream) {
   check_fpfh_arguments(num_points, neighbourhood, "fpfh");
-  if (num_points == 0) return;
-  cudaStream_t stream = as_stream(stream_handle);
-  const auto host = find_neighbourhoods(points_on_host(points, num_points, stream).data(), num_points, {neighbourhood});
-  const DeviceTable table(host[0], stream);
-  launch_fpfh(points, normals, num_points, table, features, stream);
-  XMODAL_CUDA_CHECK(cudaStreamSynchronize(stream));
+  with_device_tables(points, num_points, {neighbourhood}, stream, [&](const DeviceTables& tables, cudaStream_t s) {
+    launch_fpfh(points, normals, num_points, *tables[0], features, s);
+  });
 }
 
 void fpfh_with_normals_cuda(const float* points, int64_t num_points, Neighbourhood neighbourhood,
                             Neighbourhood normal_neighbourhood, Viewpoint viewpoint, float* normals, float* features,
-                            void* stream_handle) {
+                            void* stream) {
   check_fpfh_arguments(num_points, neighbourhood, "fpfh");
   check_fpfh_arguments(num_points, normal_neighbourhood, "fpfh (normals)");
-  if (num_points == 0) return;
-  cudaStream_t stream = as_stream(stream_handle);
-  const auto host = find_neighbourhoods(points_on_host(points, num_points, stream).data(), num_points,
-                                        {neighbourhood, normal_neighbourhood});
-  const DeviceTable table(host[0], stream), normal_table(host[1], stream);
-  launch_normals(points, num_points, normal_table, viewpoint, normals, stream);
-  launch_fpfh(points, normals, num_points, table, features, stream);
-  XMODAL_CUDA_CHECK(cudaStreamSynchronize(stream));
+  with_device_tables(points, num_points, {neighbourhood, normal_neighbourhood}, stream,
+                     [&](const DeviceTables& tables, cudaStream_t s) {
+                       launch_normals(points, num_points, *tables[1], viewpoint, normals, s);
+                       launch_fpfh(points, normals, num_points, *tables[0], features, s);
+                     });
 }
 
 }  // namespace xmodal

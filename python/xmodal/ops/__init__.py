@@ -3,7 +3,7 @@
 Every function takes numpy arrays or torch tensors (CPU, or CUDA when xmodal was built with
 CUDA) and returns the same kind on the same device. Arguments are validated here; errors name
 the argument, what was expected and what was received. One module per op family (knn, coreset,
-pointcloud, mlp, auroc, pro, ccl, ransac, dbscan); the names below are the public API, and the
+pointcloud, fpfh, mlp, auroc, pro, ccl, ransac, dbscan); the names below are the public API, and the
 layers above import only these.
 """
 
@@ -11,6 +11,7 @@ from .auroc import auroc, auroc_nonzero
 from .ccl import connected_components
 from .coreset import coreset, greedy_coreset, jl_dimension, projection_matrix
 from .dbscan import dbscan
+from .fpfh import OrganizedFeatures, estimate_normals, fpfh, organized_fpfh
 from .knn import KnnResult, knn
 from .mlp import CrossmodalDiscrepancy, crossmodal_discrepancy, mlp
 from .pointcloud import Groups, farthest_point_sample, group_points, points_to_grid, three_nn_interpolate
@@ -21,6 +22,7 @@ __all__ = [
     "CrossmodalDiscrepancy",
     "Groups",
     "KnnResult",
+    "OrganizedFeatures",
     "PlaneResult",
     "aupro",
     "aupro_bootstrap",
@@ -30,12 +32,15 @@ __all__ = [
     "coreset",
     "crossmodal_discrepancy",
     "dbscan",
+    "estimate_normals",
     "farthest_point_sample",
+    "fpfh",
     "greedy_coreset",
     "group_points",
     "jl_dimension",
     "knn",
     "mlp",
+    "organized_fpfh",
     "points_to_grid",
     "pro_curve",
     "projection_matrix",

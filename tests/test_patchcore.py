@@ -27,6 +27,10 @@ def _train(category="puck", n=10, size=SIZE):
     return [synthetic.make_sample(category, "good", image_size=size, split="train", index=i)[0] for i in range(n)]
 
 
+def _validation(category="puck", n=4, size=SIZE):
+    return [synthetic.make_sample(category, "good", image_size=size, split="validation", index=i)[0] for i in range(n)]
+
+
 def _test(category="puck", defects=THREE_D + RGB_ONLY + BOTH, per_defect=2, good=6, size=SIZE):
     out = [synthetic.make_sample(category, "good", image_size=size, index=i)[0] for i in range(good)]
     for d in defects:
@@ -56,8 +60,14 @@ def test_samples():
 
 
 @pytest.fixture(scope="module")
-def fused(train_samples):
-    return PatchCore(modality="rgb+xyz", backbones="offline", progress=False).fit(train_samples)
+def validation_samples():
+    return _validation()
+
+
+@pytest.fixture(scope="module")
+def fused(train_samples, validation_samples):
+    return PatchCore(modality="rgb+xyz", backbones="offline", progress=False).fit(train_samples,
+                                                                                  validation=validation_samples)
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +236,7 @@ def test_builder_statistics_and_all_rows(rng):
 
 
 def test_bank_is_the_coreset_of_the_training_patches(train_samples):
-    det = PatchCore(modality="rgb", backbones="offline", progress=False, seed=5).fit(train_samples[:4])
+    det = PatchCore(modality="rgb", backbones="offline", progress=False, seed=5, calibration=0).fit(train_samples[:4])
     feats = det.extractor(train_samples[:4], modalities=("rgb",)).rgb
     rows = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]).contiguous()
     idx = xmodal.coreset(rows, ratio=0.1, projection="sparse", seed=5)
@@ -261,7 +271,7 @@ def test_scores_equal_float64_reference(fused, test_samples):
 def test_map_is_bilinear_upsample_then_gaussian(fused, test_samples):
     import torch.nn.functional as F
 
-    from xmodal.methods._maps import gaussian_blur
+    from xmodal.methods.postprocess import gaussian_blur
 
     res = fused.predict(test_samples[0])
     patch = torch.from_numpy(res.extras["patch_rgb"])
@@ -293,10 +303,10 @@ def test_rgb_alone_misses_3d_defects_that_xyz_finds(train_samples, test_samples,
 
 
 @pytest.fixture(scope="module")
-def ocsvm(train_samples):
+def ocsvm(train_samples, validation_samples):
     pytest.importorskip("sklearn")
     return PatchCore(modality="rgb+xyz", backbones="offline", fusion="ocsvm", reweight="m3dm", reweight_eps=1e-5,
-                     progress=False, ocsvm_max_pixels=5000).fit(train_samples[:5])
+                     progress=False, ocsvm_max_pixels=5000).fit(train_samples[:5], validation=validation_samples[:2])
 
 
 def test_save_load_gives_identical_predictions(tmp_path, ocsvm, test_samples):
@@ -341,7 +351,8 @@ def test_numpy_and_torch_inputs(fused, test_samples):
 
 
 def test_streaming_fit_under_max_memory(train_samples, test_samples):
-    det = PatchCore(modality="rgb+xyz", backbones="offline", progress=False, max_memory=3_000_000).fit(train_samples)
+    det = PatchCore(modality="rgb+xyz", backbones="offline", progress=False, max_memory=3_000_000,
+                    calibration=0).fit(train_samples)
     assert det.info["fit_mode"].startswith("streaming") and det.info["chunks"]["rgb"] > 1
     assert det.info["bank_rows"]["rgb"] == int(0.1 * det.info["training_rows"]["rgb"])
     subset = test_samples[:6] + test_samples[6::2]  # every defect kind once

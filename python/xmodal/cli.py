@@ -29,12 +29,18 @@ class UserError(Exception):
     """A problem with the user's input: reported as one line, no traceback."""
 
 
+class _UnknownValue(Exception):
+    """An option value outside its choices (main() reports it and returns 2)."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors, like every other xmodal error (usage: ``--help``)."""
 
     def error(self, message: str):
-        message = message.replace("invalid choice:", "unknown value")
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        text = f"{self.prog}: error: {message.replace('invalid choice:', 'unknown value')} (see {self.prog} --help)"
+        if "invalid choice:" in message:
+            raise _UnknownValue(text)
+        self.exit(2, text + "\n")
 
 
 def _positive(text: str) -> int:
@@ -533,7 +539,11 @@ def _terminated(signum, frame):
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UnknownValue as exc:
+        print(exc, file=sys.stderr)
+        return 2
     try:
         previous = signal.signal(signal.SIGTERM, _terminated)
     except ValueError:  # not the main thread (embedded use): leave signals alone

@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="xmodal", description="Multimodal (RGB + 3D) industrial anomaly detection.")
     parser.add_argument("--version", action="version", version=f"xmodal {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, help="what to do",
                                 metavar="{fit,test,predict,demo,convert-eyecandies,bench,info}")
 
     fit = sub.add_parser("fit", help="fit a method on the good training samples of one category")

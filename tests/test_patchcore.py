@@ -286,6 +286,19 @@ def test_multimodal_fusion_finds_every_defect_kind(fused_results, test_samples):
     assert _auroc(scores, labels) >= 0.9
 
 
+def test_calibrated_verdicts_separate_good_from_defective(fused, fused_results, test_samples):
+    from xmodal.evaluation import classification_at
+
+    assert fused.info["calibration"]["source"] == "4 good validation images given to fit"
+    labels = np.array([s.label for s in test_samples])
+    scores = np.array([r.score for r in fused_results])
+    assert all(r.threshold == fused.threshold for r in fused_results)
+    assert classification_at(scores, labels, fused.threshold)["F1"] >= 0.9
+    for label, result in zip(labels, fused_results):
+        if label == 0:
+            assert result.normalized_map.max() < 0.5
+
+
 def test_rgb_alone_misses_3d_defects_that_xyz_finds(train_samples, test_samples, fused_results):
     """Why fuse: dents, bumps and holes change the geometry, not the image."""
     rgb = PatchCore(modality="rgb", backbones="offline", progress=False).fit(train_samples)

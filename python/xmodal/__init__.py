@@ -1,8 +1,8 @@
 """xmodal: fast multimodal (RGB + 3D point cloud) industrial anomaly detection.
 
 Native C++/CUDA kernels (exact kNN, greedy coreset, point-cloud sampling, AUPRO/AUROC, fused
-MLP scoring) under the methods of the field (PatchCore, M3DM, CFM, G2SF, BridgeNet) and its
-evaluation protocol. numpy or torch arrays in, the same kind out.
+MLP scoring) under CFM and PatchCore (RGB, 3D, or both with M3DM-style banks), with calibrated
+verdicts and the field's evaluation protocol. numpy or torch arrays in, the same kind out.
 """
 
 from ._backend import build_info, cuda_available, get_num_threads, set_num_threads

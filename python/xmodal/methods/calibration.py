@@ -30,7 +30,7 @@ say "good" or "anomalous" and to draw heat maps that compare from one part to th
   and pixel scale in the same formula (``AnomalyResult.normalized_map``), so a good part's
   map stays below 0.5 (cool colours) and a defect rises above it (hot).
 
-How anomalib does it, for comparison (``shared/reference/anomalib.md``): its post-processor
+How anomalib (2.x) does it, for comparison: its post-processor
 picks the F1-optimal ("adaptive") thresholds on a validation set that must contain anomalous
 images (by default the test set itself, ``val_split_mode=same_as_test``) and normalises with
 ``clamp((x - threshold) / (max - min) + 0.5, 0, 1)`` using that set's min and max. That needs

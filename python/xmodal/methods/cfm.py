@@ -1,10 +1,10 @@
-"""CFM: Crossmodal Feature Mapping (Costanzino et al., CVPR 2024; `shared/papers/cfm-supplementary.txt`).
+"""CFM: Crossmodal Feature Mapping (Costanzino et al., CVPR 2024, and its supplementary material).
 
 Two small networks learn, on normal parts only, to predict each pixel's 3D feature from its 2D
 feature and the 2D feature from the 3D one. At test time a pixel whose features disagree with
 what the other modality predicts is anomalous: d = || n(predicted) - n(real) || per direction,
 combined by product (default), sum or max, smoothed with CFM's box filters; the image score is
-the map's maximum. Facts followed: `shared/reference/methods.md` §2.
+the map's maximum, with the paper's defaults (and the reference code's where the paper is silent).
 
 Differences from the reference code, on purpose: training features are extracted once and
 cached (the reference re-extracts them every epoch); the discrepancies come from xmodal's fused

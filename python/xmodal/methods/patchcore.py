@@ -6,8 +6,8 @@ is the largest patch score re-weighted by how isolated its match is (PatchCore's
 M3DM's variant), and the map is the patch-score grid upsampled bilinearly to 224 x 224 and
 smoothed with a Gaussian of sigma 4. With ``modality="rgb+xyz"`` there is one bank per
 modality (M3DM's "DINO+Point_MAE" mode) and the two scores are combined by a weighted sum or by
-M3DM's learned late fusion (a one-class SVM on [xyz, rgb] score vectors). Facts followed:
-``shared/reference/methods.md`` §1.7 and §3, ``shared/reference/anomalib.md`` §1.
+M3DM's learned late fusion (a one-class SVM on [xyz, rgb] score vectors), with the defaults of
+the PatchCore and M3DM papers and of anomalib's PatchCore.
 
 Differences from the reference code, on purpose:
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-
 from xmodal.data import Sample
 from xmodal.methods import METHODS
 from xmodal.methods.base import AnomalyResult, Detector, register

@@ -18,7 +18,6 @@ torch = pytest.importorskip("torch")
 from xmodal.cli import main  # noqa: E402
 from xmodal.data import synthetic  # noqa: E402
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -267,12 +266,12 @@ def test_output_paths_are_checked_before_any_work(dataset, model, tmp_path):
     for (case, message), (_, code, torch_loaded), error in zip(cases, results, errors):
         assert code == "1" and re.search(message, error), (case, error)
         assert torch_loaded == "False", f"{case}: torch was imported before the error"
-    assert (notes / "todo.txt").read_text() == "mine" and (tmp_path / "file.png").read_bytes() == b"not written by xmodal"
+    assert (notes / "todo.txt").read_text() == "mine"
+    assert (tmp_path / "file.png").read_bytes() == b"not written by xmodal"
 
 
 def test_predict_prints_the_verdict_and_writes_the_raw_map(model, dataset, tmp_path, capsys):
     import tifffile
-
     import xmodal
 
     detector = xmodal.load(model)
@@ -356,8 +355,9 @@ def test_corrupt_model_is_one_line_for_every_command(model, dataset, tmp_path, c
 
 
 def test_convert_eyecandies(tmp_path, capsys):
-    from tests.test_eyecandies import POSES, digest, write_raw_sample
     from xmodal.data import convert_eyecandies
+
+    from tests.test_eyecandies import POSES, digest, write_raw_sample
 
     src = tmp_path / "raw"
     write_raw_sample(src / "Confetto" / "train" / "data", "000", POSES[0], seed=1)
@@ -377,9 +377,9 @@ def _interrupt_fit(dataset, out: Path, tmp: Path, sig: int) -> subprocess.Comple
     env = {**os.environ, "TMPDIR": str(tmp / "tmpdir")}
     (tmp / "tmpdir").mkdir(exist_ok=True)
     with open(log, "w") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "xmodal.cli", "fit", "--method", "cfm", "--data", str(dataset),
-                                    "--category", "puck", "--out", str(out), "--backbones", "offline", "--epochs", "500",
-                                    "--overwrite"], stderr=stderr, stdout=subprocess.DEVNULL, env=env)
+        command = [sys.executable, "-m", "xmodal.cli", "fit", "--method", "cfm", "--data", str(dataset), "--category",
+                   "puck", "--out", str(out), "--backbones", "offline", "--epochs", "500", "--overwrite"]
+        process = subprocess.Popen(command, stderr=stderr, stdout=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 300
         while "training mapping networks" not in log.read_text():
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()

@@ -17,10 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import xmodal
-from xmodal.methods import PointMAEOptions, load
-from xmodal.methods import _model_dir
+from xmodal.methods import PointMAEOptions, _model_dir, load
 from xmodal.methods.calibration import K, normalize, robust_threshold
 from xmodal.methods.samples import SampleView, head, plan_calibration
 
@@ -497,6 +495,10 @@ def tamper_config(path: Path, change) -> None:
     (path / "config.json").write_text(json.dumps(document))
 
 
+def squeeze_quantiles(state) -> None:
+    state["calibration.pixel_quantiles"] = np.zeros(3)
+
+
 def tamper_weights(path: Path, change) -> None:
     from safetensors.numpy import load_file, save_file
 
@@ -513,7 +515,8 @@ CORRUPTIONS = {
                              "config.json: 'config' must be a JSON object; got list"),
     "method not a string": (lambda p: tamper_config(p, lambda d: d.update(method=3)), "'method' must be a JSON string"),
     "missing info": (lambda p: tamper_config(p, lambda d: d.pop("info")), "config.json: the key 'info' is missing"),
-    "unknown method": (lambda p: tamper_config(p, lambda d: d.update(method="nope")), "config.json: unknown method 'nope'"),
+    "unknown method": (lambda p: tamper_config(p, lambda d: d.update(method="nope")),
+                       "config.json: unknown method 'nope'"),
     "unknown option": (lambda p: tamper_config(p, lambda d: d["config"].update(colour="red")),
                        "corrupt model config .*unexpected keyword argument 'colour'"),
     "bad option value": (lambda p: tamper_config(p, lambda d: d["config"].update(calibration=7)),
@@ -524,7 +527,7 @@ CORRUPTIONS = {
                     r"model.safetensors: array 'mean' is float64 \(3,\), expected a numeric \(1\)"),
     "missing array": (lambda p: tamper_weights(p, lambda s: s.pop("mean")), "the array 'mean' is missing"),
     "NaN": (lambda p: tamper_weights(p, lambda s: s.update(mean=np.array([np.nan]))), "'mean' holds NaN"),
-    "calibration arrays": (lambda p: tamper_weights(p, lambda s: s.update({"calibration.pixel_quantiles": np.zeros(3)})),
+    "calibration arrays": (lambda p: tamper_weights(p, squeeze_quantiles),
                            "calibration arrays have the wrong shapes"),
     "truncated weights": (lambda p: (p / "model.safetensors").write_bytes((p / "model.safetensors").read_bytes()[:-20]),
                           "corrupt model weights .*model.safetensors"),

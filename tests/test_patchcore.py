@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 import xmodal
 from xmodal import reference
 from xmodal.data import synthetic
@@ -270,7 +269,6 @@ def test_scores_equal_float64_reference(fused, test_samples):
 
 def test_map_is_bilinear_upsample_then_gaussian(fused, test_samples):
     import torch.nn.functional as F
-
     from xmodal.methods.postprocess import gaussian_blur
 
     res = fused.predict(test_samples[0])

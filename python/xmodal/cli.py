@@ -132,10 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="synthetic data -> fit CFM (offline backbones) -> test -> report")
     demo.add_argument("--out", default=None,
-                      help="keep everything in this folder (new, empty or an earlier demo; default: a temporary folder)")
+                      help="keep everything in this folder (new, empty or an earlier demo; "
+                           "default: a temporary folder)")
     demo.add_argument("--size", choices=tuple(DEMO_SIZES), default="small",
                       help="small (default, a few minutes on 2 cores) or tiny (a smoke test)")
-    demo.add_argument("--seed", type=int, default=None, help="seed of the synthetic data and of CFM (default 0 and 115)")
+    demo.add_argument("--seed", type=int, default=None,
+                      help="seed of the synthetic data and of CFM (default 0 and 115)")
     _add_device(demo)
     _add_overwrite(demo, "--out")
     _add_quiet(demo)

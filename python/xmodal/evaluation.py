@@ -94,9 +94,9 @@ def evaluate(detector, samples, protocol: str = "exact", *, bootstrap: int = 0, 
         always ``"at_best_f1"``: the same at the F1-optimal threshold, chosen on the test set
         itself.
     """
-    from .metrics import PROTOCOLS, evaluate_maps
     from ._arrays import one_of
     from .methods.samples import batches
+    from .metrics import PROTOCOLS, evaluate_maps
 
     one_of(protocol, "protocol", tuple(PROTOCOLS))
     if isinstance(samples, Sequence):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import AnomalyResult, Detector, _REGISTRY, as_sample, load, register
+from .base import _REGISTRY, AnomalyResult, Detector, as_sample, load, register
 from .calibration import Calibration
 from .options import PointMAEOptions
 

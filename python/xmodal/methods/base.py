@@ -23,9 +23,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -443,7 +444,8 @@ class Detector:
             try:
                 detector.calibration = Calibration.restore(summary, state)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                msg = f"corrupt model {path}: calibration in {config_file.name} / {weights_file.name}: {_model_dir.one_line(exc)}"
+                msg = (f"corrupt model {path}: calibration in {config_file.name} / {weights_file.name}: "
+                       f"{_model_dir.one_line(exc)}")
                 raise ValueError(msg) from exc
         detector.fitted = True
         return detector

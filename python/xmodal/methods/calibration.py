@@ -128,7 +128,8 @@ class Calibration:
             raise ValueError(msg)
         arrays = {k: np.asarray(state[f"calibration.{k}"], dtype=np.float64)
                   for k in ("image_scores", "map_maxima", "pixel_quantiles")}
-        if arrays["pixel_quantiles"].shape != QUANTILE_LEVELS.shape or arrays["image_scores"].shape != arrays["map_maxima"].shape:
+        shapes = {k: v.shape for k, v in arrays.items()}
+        if shapes["pixel_quantiles"] != QUANTILE_LEVELS.shape or shapes["image_scores"] != shapes["map_maxima"]:
             msg = "calibration arrays have the wrong shapes"
             raise ValueError(msg)
         return cls(**arrays, **numbers, source=str(summary.get("source", "")))

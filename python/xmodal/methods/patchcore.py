@@ -39,6 +39,7 @@ from ._backbones import resolve
 from ._bank_build import BankBuilder
 from .base import AnomalyResult, Detector, register
 from .options import MODALITIES
+
 RGB_NAMES = ("wide_resnet50_2", "efficientnet_lite0", "dino_vitb8")
 XYZ_NAMES = ("pointmae", "depth")
 PAPER = {"rgb": "wide_resnet50_2", "xyz": "pointmae"}
@@ -171,9 +172,10 @@ class PatchCore(Detector):
             msg = "max_memory streams the training features into a coreset; it needs a coreset_ratio (got None)"
             raise ValueError(msg)
         common = self.common_options(legacy, backbones=backbones, weights_dir=weights_dir, device=device, seed=seed,
-                                     batch_size=int(batch_size), max_memory=None if max_memory is None else int(max_memory),
-                                     max_memory_default=None, calibration=calibration, progress=progress,
-                                     random_weights=random_weights, pointmae=pointmae)
+                                     batch_size=int(batch_size), max_memory=max_memory, max_memory_default=None,
+                                     calibration=calibration, progress=progress, random_weights=random_weights,
+                                     pointmae=pointmae)
+        common["max_memory"] = None if max_memory is None else int(max_memory)
         super().__init__(modality=modality, backbone=backbone,
                          coreset_ratio=None if coreset_ratio is None else float(coreset_ratio),
                          projection=projection, proj_dim=int(proj_dim), reweight=reweight,
@@ -381,9 +383,9 @@ class PatchCore(Detector):
         if c["fusion"] == "sum":
             score, fused = scores[0] + scores[1], maps[0] + maps[1]
         else:
-            from ._late_fusion import ocsvm_score
-
             import torch
+
+            from ._late_fusion import ocsvm_score
 
             score = float(ocsvm_score(np.asarray(scores), self.fusion_params["image_coef"]))
             fused = ocsvm_score(torch.stack(maps, dim=-1).double(), self.fusion_params["pixel_coef"])

@@ -565,3 +565,21 @@ def test_models_saved_before_calibration_still_load(fitted, tmp_path):
     r = old.predict(sample(3))
     assert old.threshold is None and r.is_anomalous is None and r.verdict.startswith("unavailable")
     assert r.score == fitted.predict(sample(3)).score
+
+
+def test_feature_store_spills_to_unlinked_memory_maps(rng, tmp_path):
+    from xmodal.methods._store import FeatureStore
+
+    parts = [(rng.random((n, 4)).astype(np.float32), rng.random((n, 2)).astype(np.float32)) for n in (3, 5, 2)]
+    store = FeatureStore(max_bytes=parts[0][0].nbytes + parts[0][1].nbytes, directory=tmp_path)
+    for part in parts:
+        store.append(*part)
+    assert store.memory_bytes > 0 and store.disk_bytes > 0 and store.row_count() == 10
+    for order in ([2, 0, 1], [1]):
+        got = store.rows(order)
+        for slot in range(2):
+            np.testing.assert_array_equal(got[slot], np.concatenate([parts[i][slot] for i in order]))
+    (folder,) = tmp_path.iterdir()
+    assert list(folder.iterdir()) == []  # mapped, then unlinked: a killed process leaves no data
+    store.close()
+    assert list(tmp_path.iterdir()) == []

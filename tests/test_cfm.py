@@ -11,7 +11,8 @@ from xmodal.methods import CFM  # noqa: E402
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
-    synthetic.make_dataset(root, categories=["puck"], n_train=8, n_test=2, n_test_good=6, image_size=128, seed=3)
+    synthetic.make_dataset(root, categories=["puck"], n_train=8, n_test=2, n_test_good=6, image_size=128, seed=3,
+                           n_validation=8)
     return root
 
 
@@ -34,9 +35,9 @@ def test_detects_synthetic_defects(report):
 
 
 def test_calibrated_verdicts_separate_good_from_defective(fitted, report, dataset):
-    """Calibrated on the 4 good images of the synthetic validation split; judged on the test split."""
+    """Calibrated on the 8 good images of the synthetic validation split; judged on the test split."""
     calibration = fitted.info["calibration"]
-    assert calibration["source"].startswith("4 good images of the validation split")
+    assert calibration["source"].startswith("8 good images of the validation split")
     assert report["at_threshold"]["threshold"] == fitted.threshold
     assert report["at_threshold"]["F1"] >= 0.9, report["at_threshold"]
     labels = MVTec3D(dataset, "puck", "test").labels
@@ -177,7 +178,7 @@ def test_fit_reads_the_dataset_lazily(dataset):
 
     train = NoIteration(dataset, "puck", "train")
     det = CFM(backbones="offline", epochs=1, progress=False, max_memory=0).fit(train)  # features spill to disk
-    assert det.info["train_images"] == 8 and det.info["calibration"]["images"] == 4
+    assert det.info["train_images"] == 8 and det.info["calibration"]["images"] == 8
 
 
 def test_load_rejects_corrupt_model(tmp_path, fitted):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import xmodal
 from xmodal.methods import PointMAEOptions, _model_dir, load
-from xmodal.methods.calibration import K, normalize, robust_threshold
+from xmodal.methods.calibration import normalize, robust_threshold, tolerance_factor
 from xmodal.methods.samples import SampleView, head, plan_calibration
 
 from . import _toy
@@ -49,24 +49,36 @@ def fitted():
 def by_hand(values):
     x = np.asarray(values, dtype=np.float64)
     median = np.median(x)
-    scale = max(1.4826 * np.median(np.abs(x - median)), np.std(x, ddof=1) if x.size > 1 else 0.0,
-                0.01 * abs(median), 1e-12)
-    return median + 4 * scale, scale
+    scale = max(1.4826 * np.median(np.abs(x - median)), np.std(x, ddof=1), 0.01 * abs(median), 1e-12)
+    n, zp, zg = x.size, 3.090232306167813, 1.2815515655446004  # 99.9 % coverage, 90 % confidence
+    a, b = 1 - zg**2 / (2 * (n - 1)), zp**2 - zg**2 / n
+    return median + (zp + math.sqrt(zp**2 - a * b)) / a * scale, scale
 
 
-@pytest.mark.parametrize("values", [[1.0, 2.0, 3.0, 10.0], [5.0], [2.0, 2.0, 2.0], [0.1, 0.12, 0.09, 0.11, 0.5],
-                                    [-3.0, -2.5, -2.9]])
+@pytest.mark.parametrize("values", [[1.0, 2.0, 3.0, 10.0], [5.0, 5.5], [2.0, 2.0, 2.0], [0.1, 0.12, 0.09, 0.11, 0.5],
+                                    [-3.0, -2.5, -2.9], list(np.linspace(1, 2, 40))])
 def test_threshold_rule(values):
     threshold, scale = robust_threshold(values)
     want_threshold, want_scale = by_hand(values)
     assert threshold == pytest.approx(want_threshold, rel=1e-12)
     assert scale == pytest.approx(want_scale, rel=1e-12)
-    assert K == 4.0
+
+
+def test_tolerance_factor_against_the_exact_noncentral_t():
+    """Natrella's closed form against scipy's exact one-sided normal tolerance factor, within
+    the bounds the docstring states."""
+    stats = pytest.importorskip("scipy.stats")
+    for n in (3, 4, 6, 8, 20, 40, 100, 1000):
+        exact = stats.nct.ppf(0.9, n - 1, stats.norm.ppf(0.999) * math.sqrt(n)) / math.sqrt(n)
+        error = tolerance_factor(n) / exact - 1
+        assert (-0.10 <= error <= 0.0) if n < 6 else abs(error) <= 0.05, (n, error)
+    assert tolerance_factor(10**6) == pytest.approx(3.0902, abs=5e-3)  # z_p + O(1 / sqrt(n))
+    assert all(tolerance_factor(n) > tolerance_factor(n + 1) for n in range(2, 200))
 
 
 def test_threshold_rule_rejects_bad_scores():
-    for bad in ([], [1.0, math.nan]):
-        with pytest.raises(ValueError, match="calibration scores must be finite"):
+    for bad in ([], [1.0], [1.0, math.nan]):
+        with pytest.raises(ValueError, match="calibration scores must be finite and at least two"):
             robust_threshold(bad)
 
 
@@ -164,8 +176,8 @@ def test_calibration_option_is_validated():
         Toy(calibration=1.0)
     with pytest.raises(TypeError, match="calibration must be a number"):
         Toy(calibration="10%")
-    with pytest.raises(ValueError, match="validation must hold at least one good Sample"):
-        Toy().fit(goods(3), validation=[])
+    with pytest.raises(ValueError, match=r"at least 2 good Samples \(a location and a scale\); got 1"):
+        Toy().fit(goods(3), validation=goods(1))
 
 
 def test_validation_split_of_a_dataset_is_found(tmp_path):

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 DATASETS = ("mvtec3d", "eyecandies")
-DEMO_SIZES = {  # categories, train, test per defect, image size, CFM epochs
-    "tiny": (("puck",), 4, 1, 128, 2),
-    "small": (("puck", "ring"), 12, 3, 200, 20),
+DEMO_SIZES = {  # categories, train, validation (calibration), test per defect, image size, CFM epochs
+    "tiny": (("puck",), 4, 4, 1, 128, 2),
+    "small": (("puck", "ring"), 12, 12, 3, 200, 20),
 }
 REPORT_FORMAT = "xmodal-report/1"
 
@@ -480,12 +480,12 @@ def cmd_demo(args) -> int:
     else:
         root = Path(tempfile.mkdtemp(prefix="xmodal-demo-"))
     device = _device(args.device)
-    categories, n_train, n_test, size, epochs = DEMO_SIZES[args.size]
+    categories, n_train, n_validation, n_test, size, epochs = DEMO_SIZES[args.size]
     data_dir, out_dir = root / "data", root / "results"
     started = time.perf_counter()
     print(f"xmodal demo: writing a synthetic MVTec 3D-AD-style dataset ({', '.join(categories)}) to {data_dir}")
     synthetic.make_dataset(data_dir, categories=categories, n_train=n_train, n_test=n_test, image_size=size,
-                           seed=args.seed or 0)
+                           seed=args.seed or 0, n_validation=n_validation)
     table = ResultsTable(protocol="exact", title="CFM (offline EfficientNet-Lite0 backbones) on synthetic data")
     for category in categories:
         detector = create("cfm", backbones="offline", epochs=epochs, device=device, progress=not args.quiet,

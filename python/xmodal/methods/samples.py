@@ -133,12 +133,12 @@ def plan_calibration(samples: Sequence, validation, share: float, seed: int) -> 
         return samples, None, "calibration=0: no threshold"
     if validation is not None:
         validation = as_sequence(validation)
-        if len(validation) == 0:
-            msg = "validation must hold at least one good Sample; got none"
+        if len(validation) < 2:
+            msg = f"validation must hold at least 2 good Samples (a location and a scale); got {len(validation)}"
             raise ValueError(msg)
         return samples, validation, f"{len(validation)} good validation images given to fit"
     found, source = validation_split(samples)
-    if found is not None:
+    if found is not None and len(found) >= 2:
         return samples, found, f"{len(found)} good images of the {source}"
     n = len(samples)
     held = max(2, round(share * n))

@@ -26,7 +26,7 @@ def _train(category="puck", n=10, size=SIZE):
     return [synthetic.make_sample(category, "good", image_size=size, split="train", index=i)[0] for i in range(n)]
 
 
-def _validation(category="puck", n=4, size=SIZE):
+def _validation(category="puck", n=8, size=SIZE):
     return [synthetic.make_sample(category, "good", image_size=size, split="validation", index=i)[0] for i in range(n)]
 
 
@@ -287,7 +287,7 @@ def test_multimodal_fusion_finds_every_defect_kind(fused_results, test_samples):
 def test_calibrated_verdicts_separate_good_from_defective(fused, fused_results, test_samples):
     from xmodal.evaluation import classification_at
 
-    assert fused.info["calibration"]["source"] == "4 good validation images given to fit"
+    assert fused.info["calibration"]["source"] == "8 good validation images given to fit"
     labels = np.array([s.label for s in test_samples])
     scores = np.array([r.score for r in fused_results])
     assert all(r.threshold == fused.threshold for r in fused_results)

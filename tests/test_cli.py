@@ -379,7 +379,8 @@ def _interrupt_fit(dataset, out: Path, tmp: Path, sig: int) -> subprocess.Comple
     with open(log, "w") as stderr:
         command = [sys.executable, "-m", "xmodal.cli", "fit", "--method", "cfm", "--data", str(dataset), "--category",
                    "puck", "--out", str(out), "--backbones", "offline", "--epochs", "500", "--overwrite"]
-        process = subprocess.Popen(command, stderr=stderr, stdout=subprocess.DEVNULL, env=env)
+        process = subprocess.Popen(command, stderr=stderr, stdout=subprocess.DEVNULL, env=env,  # SIGINT as in a
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # terminal
         deadline = time.monotonic() + 300
         while "training mapping networks" not in log.read_text():
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()

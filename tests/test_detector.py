@@ -453,8 +453,10 @@ def test_leftovers_of_a_killed_save_are_cleaned_and_a_parked_model_restored(fitt
 
 def run_script(code: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # A child of a background job inherits SIGINT ignored; restore the default so that Python
+    # turns it into KeyboardInterrupt as in a terminal.
     return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=env, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 SLOW_SAVE = """

@@ -12,8 +12,6 @@ import xmodal
 from xmodal import reference
 from xmodal.data import synthetic
 from xmodal.methods import PatchCore, create, load
-from xmodal.methods._bank_build import BankBuilder
-from xmodal.methods._bank_search import BankSearch
 from xmodal.methods._patch_score import image_score
 
 SIZE = 160
@@ -120,115 +118,6 @@ def test_reweighting_large_distances_do_not_overflow(rng):
     for reweight in ("paper", "m3dm"):
         got, _ = _score_with_knn(patches, bank, reweight=reweight, num_neighbors=4)
         assert math.isfinite(got)
-
-
-# --- exact bank search -----------------------------------------------------------------------
-
-
-def _structured(rng, n, dim, latent=12, noise=0.01):
-    z = rng.standard_normal((n, latent))
-    return (np.maximum(z @ rng.standard_normal((latent, dim)) / 3, 0) + noise * rng.standard_normal((n, dim))).astype(np.float32)
-
-
-@pytest.mark.parametrize("rank,candidates", [(None, 16), (16, 2), (32, 1)])
-def test_bank_search_equals_knn(rng, rank, candidates):
-    bank = torch.from_numpy(_structured(rng, 2500, 320))
-    bank[100] = bank[7]  # exact duplicate: the lower index must win
-    queries = torch.from_numpy(_structured(rng, 300, 320))
-    queries[:20] += 3 * torch.from_numpy(rng.standard_normal((20, 320)).astype(np.float32))  # anomalies
-    queries[20] = bank[100]
-    search = BankSearch(bank, rank=rank, candidates=candidates)
-    assert search.rank > 0
-    dist, idx = search(queries)
-    want = xmodal.knn(queries, bank, 1)
-    assert torch.equal(dist, want.dist[:, 0]) and torch.equal(idx, want.idx[:, 0])
-    assert int(idx[20]) == 7
-    if candidates == 1:
-        assert search.stats["fallback"] > 0  # the fallback path ran and stayed exact
-
-
-def test_concurrent_searches_restore_torch_threads(rng):
-    """The re-ranking runs torch single-threaded for its duration; overlapping searches from
-    several Python threads stay exact and leave the caller's torch thread count as it was."""
-    import threading
-
-    bank = torch.from_numpy(_structured(rng, 2500, 320))
-    queries = torch.from_numpy(_structured(rng, 1500, 320))
-    search = BankSearch(bank, rank=16, candidates=8)
-    want = xmodal.knn(queries, bank, 1)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    failures = []
-
-    def work():
-        for _ in range(10):
-            dist, idx = search(queries)
-            if not (torch.equal(dist, want.dist[:, 0]) and torch.equal(idx, want.idx[:, 0])):
-                failures.append("mismatch")
-
-    try:
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert failures == []
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
-
-
-def test_bank_search_without_pruning(rng):
-    bank = torch.from_numpy(rng.standard_normal((50, 120)).astype(np.float32))
-    search = BankSearch(bank)
-    assert search.rank == 0  # narrow features: plain search
-    q = torch.from_numpy(rng.standard_normal((9, 120)).astype(np.float32))
-    want = xmodal.knn(q, bank, 1)
-    dist, idx = search(q)
-    assert torch.equal(dist, want.dist[:, 0]) and torch.equal(idx, want.idx[:, 0])
-
-
-# --- bank building ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("projection,framework", [("sparse", "numpy"), ("linear", "numpy"), ("sparse", "torch")])
-def test_one_shot_builder_equals_coreset_of_stacked_rows(rng, tmp_path, projection, framework):
-    rows = _structured(rng, 1200, 300)
-    if framework == "torch":
-        rows = torch.from_numpy(rows)
-    builder = BankBuilder(300, 1200, 0.1, projection, 64, seed=3, spill_dir=tmp_path)
-    for part in rows.split(200) if framework == "torch" else np.split(rows, 6):
-        builder.add(part)
-    bank = builder.finish()
-    idx = xmodal.coreset(rows, ratio=0.1, projection=projection, proj_dim=64, seed=3)
-    assert np.array_equal(bank, np.asarray(rows[idx]))
-    assert list(tmp_path.iterdir()) == []  # the temporary feature file is gone
-
-
-def test_streaming_builder(rng):
-    rows = _structured(rng, 2000, 200)
-    one_chunk = BankBuilder(200, 2000, 0.1, "sparse", seed=1, chunk_rows=2000)
-    chunked = BankBuilder(200, 2000, 0.1, "sparse", seed=1, chunk_rows=300)
-    for part in np.split(rows, 8):
-        one_chunk.add(part)
-        chunked.add(part)
-    assert np.array_equal(one_chunk.finish(), rows[xmodal.coreset(rows, ratio=0.1, seed=1)])
-    bank = chunked.finish()
-    assert chunked.chunks == 7
-    assert bank.shape == (200, 200)
-    as_rows = {r.tobytes() for r in rows}
-    assert all(r.tobytes() in as_rows for r in bank) and len({r.tobytes() for r in bank}) == 200
-
-
-def test_builder_statistics_and_all_rows(rng):
-    rows = rng.standard_normal((90, 5)).astype(np.float32)
-    builder = BankBuilder(5, 100, None)
-    builder.add(rows[:40])
-    builder.add(rows[40:])
-    mean, std = builder.statistics()
-    assert mean == pytest.approx(rows.astype(np.float64).mean(), rel=1e-9)
-    assert std == pytest.approx(rows.astype(np.float64).std(ddof=1), rel=1e-9)
-    assert np.array_equal(builder.finish(), rows)
 
 
 # --- the detector ----------------------------------------------------------------------------

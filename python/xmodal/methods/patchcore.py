@@ -20,10 +20,10 @@ Differences from the reference code, on purpose:
   which gives those cells distance 0 as well.
 - Standardisation (M3DM's scalar ``(x - mean) / std``) uses each bank's own statistics; M3DM
   mixes the xyz and rgb statistics up (§3.3). Distances are simply divided by the std.
-- Training features never sit in memory all at once: see :mod:`._bank_build` (exact one-shot
-  selection with raw rows in a temporary file, or a streaming merge-reduce coreset when
-  ``max_memory`` is given).
-- Nearest-neighbour search is exact (:mod:`._bank_search`); the reference code uses
+- Training features never sit in memory all at once: each bank is a :class:`xmodal.MemoryBank`
+  streamed in by its builder (exact one-shot selection with raw rows in a temporary file, or a
+  streaming merge-reduce coreset when ``max_memory`` is given).
+- Nearest-neighbour search is exact (:meth:`xmodal.MemoryBank.query`); the reference code uses
   ``torch.cdist`` (float32, expanded form).
 """
 
@@ -35,8 +35,8 @@ import time
 import numpy as np
 
 from .._arrays import one_of
+from ..memory_bank import MemoryBank, MemoryBankBuilder
 from ._backbones import resolve
-from ._bank_build import BankBuilder
 from .base import AnomalyResult, Detector, register
 from .options import MODALITIES
 
@@ -45,7 +45,6 @@ XYZ_NAMES = ("pointmae", "depth")
 PAPER = {"rgb": "wide_resnet50_2", "xyz": "pointmae"}
 OFFLINE = {"rgb": "efficientnet_lite0", "xyz": "depth"}
 FUSIONS = ("sum", "ocsvm")
-_GREEDY_BYTES_PER_ROW = 32  # the coreset kernel: running minimum, owner (16 B) + per-cluster state
 
 
 def parse_backbone(backbone) -> dict[str, str]:
@@ -184,15 +183,19 @@ class PatchCore(Detector):
                          sigma=float(sigma), grid=int(grid), xyz_grid=None if xyz_grid is None else int(xyz_grid),
                          tmp_dir=None if tmp_dir is None else str(tmp_dir), ocsvm_max_pixels=int(ocsvm_max_pixels),
                          **common)
-        self.banks: dict = {}
+        self.memory_banks: dict[str, MemoryBank] = {}
         self.scales: dict[str, float] = {}
         self.fusion_params: dict[str, np.ndarray] = {}
-        self._searches: dict = {}
 
     # --- configuration ----------------------------------------------------------------------
     @property
     def modalities(self) -> tuple[str, ...]:
         return MODALITIES[self.config["modality"]]
+
+    @property
+    def banks(self) -> dict:
+        """{modality: (n, D) float32 torch tensor}: the rows of each memory bank."""
+        return {m: bank.features for m, bank in self.memory_banks.items()}
 
     def _choose_backbones(self) -> dict:
         """Backbone names per modality, the choice ("paper" / "offline" / "explicit") and why."""
@@ -239,20 +242,13 @@ class PatchCore(Detector):
             return rows[fg].contiguous(), fg
         return rows.contiguous(), None
 
-    def _chunk_images(self, dims: dict, cells: dict, num_images: int, proj_dims: dict) -> int | None:
-        """Images per streaming chunk under ``max_memory`` (None: one-shot mode)."""
-        budget = self.config["max_memory"]
-        if budget is None:
+    def _chunk_images(self, dims: dict, cells: dict, num_images: int) -> int | None:
+        """Images per streaming chunk when the banks share ``max_memory`` (None: one-shot mode)."""
+        c = self.config
+        if c["max_memory"] is None:
             return None
-        ratio = self.config["coreset_ratio"]
-        kept = sum(math.ceil(ratio * num_images * cells[m]) * (dims[m] + proj_dims[m]) * 4 for m in dims)
-        per_image = sum(cells[m] * ((dims[m] + proj_dims[m]) * 4 + _GREEDY_BYTES_PER_ROW) for m in dims)
-        images = (budget - kept) // per_image
-        if images < 1:
-            msg = (f"max_memory={budget} bytes is too small: the memory banks of {num_images} images need "
-                   f"{kept} bytes and one image's features {per_image} more")
-            raise ValueError(msg)
-        return int(min(images, num_images))
+        return MemoryBankBuilder.chunk_size(c["max_memory"], [(dims[m], cells[m]) for m in dims], num_images,
+                                            c["coreset_ratio"], c["projection"], c["proj_dim"], unit="image")
 
     # --- fit --------------------------------------------------------------------------------
     def _fit(self, samples) -> None:
@@ -293,27 +289,18 @@ class PatchCore(Detector):
             self.info["fusion_seconds"] = round(time.perf_counter() - started, 3)
 
     def _builders(self, dims: dict, cells: dict, num_images: int) -> dict:
-        from .._ops.coreset import jl_dimension
-
         c = self.config
-        proj_dims = {}
-        for m in self.modalities:
-            rows = num_images * cells[m]
-            # bytes of the projected copy the coreset runs on (none when nothing is projected)
-            out = jl_dimension(max(rows, 2)) if c["projection"] == "sparse" else c["proj_dim"]
-            proj_dims[m] = out if c["coreset_ratio"] is not None and out < dims[m] else 0
-        chunk_images = self._chunk_images(dims, cells, num_images, proj_dims)
+        chunk_images = self._chunk_images(dims, cells, num_images)
         self.info["fit_mode"] = ("one-shot greedy coreset" if chunk_images is None else
                                  f"streaming merge-reduce coreset, chunks of {chunk_images} images")
         self._log(self.info["fit_mode"])
-        return {m: BankBuilder(dims[m], num_images * cells[m], c["coreset_ratio"], c["projection"], c["proj_dim"],
-                               c["seed"], chunk_rows=None if chunk_images is None else chunk_images * cells[m],
-                               spill_dir=c["tmp_dir"]) for m in self.modalities}
+        return {m: MemoryBank.builder(dims[m], num_images * cells[m], coreset_ratio=c["coreset_ratio"],
+                                      projection=c["projection"], proj_dim=c["proj_dim"], seed=c["seed"],
+                                      chunk_rows=None if chunk_images is None else chunk_images * cells[m],
+                                      spill_dir=c["tmp_dir"], device=c["device"]) for m in self.modalities}
 
     def _finish_banks(self, builders: dict) -> None:
-        import torch
-
-        self.banks, self.scales, self._searches = {}, {}, {}
+        self.memory_banks, self.scales = {}, {}
         self.info["training_rows"], self.info["bank_rows"], self.info["statistics"] = {}, {}, {}
         for m, builder in builders.items():
             rows = builder.rows_seen
@@ -321,24 +308,17 @@ class PatchCore(Detector):
                 msg = (f"no training sample has {'3D foreground' if m == 'xyz' else 'RGB'} features for the "
                        f"{m} bank (all point clouds empty?)")
                 raise ValueError(msg)
-            mean, std = builder.statistics()
+            bank = builder.finish()
+            mean, std = bank.statistics["mean"], bank.statistics["std"]
             self.info["training_rows"][m] = rows
             self.info["statistics"][m] = {"mean": mean, "std": std}
-            bank = builder.finish()
             if builder.chunk_rows is not None:
                 self.info.setdefault("chunks", {})[m] = builder.chunks
-            self.info["bank_rows"][m] = int(bank.shape[0])
-            self.banks[m] = torch.from_numpy(bank).to(self.config["device"])
+            self.info["bank_rows"][m] = len(bank)
+            self.memory_banks[m] = bank
             self.scales[m] = 1.0 / std if self._standardize() else 1.0
 
     # --- scoring ----------------------------------------------------------------------------
-    def _search(self, m: str):
-        from ._bank_search import BankSearch
-
-        if m not in self._searches:
-            self._searches[m] = BankSearch(self.banks[m])
-        return self._searches[m]
-
     def _modality_scores(self, feats, i: int) -> dict:
         """Per modality: (image score, patch grid (G, G), map (224, 224)) tensors, scaled."""
         import torch
@@ -351,9 +331,13 @@ class PatchCore(Detector):
         for m in self.modalities:
             rows, fg = self._rows(feats, m, i)
             grid_side = getattr(feats, m).shape[-1]
-            dist, index = self._search(m)(rows) if rows.shape[0] else (rows.new_zeros(0), rows.new_zeros(0, dtype=torch.int64))
+            bank = self.memory_banks[m]
+            if rows.shape[0]:
+                dist, index = (column[:, 0] for column in bank.query(rows, 1))
+            else:
+                dist, index = rows.new_zeros(0), rows.new_zeros(0, dtype=torch.int64)
             scale = self.scales[m]
-            score = image_score(rows, dist, index, self.banks[m], reweight=c["reweight"],
+            score = image_score(rows, dist, index, bank.features, reweight=c["reweight"],
                                 num_neighbors=c["num_neighbors"], eps=c["reweight_eps"], scale=scale)
             patch = torch.zeros(grid_side * grid_side, dtype=torch.float32, device=rows.device)
             if fg is None:
@@ -439,7 +423,7 @@ class PatchCore(Detector):
         return spec
 
     def _state(self) -> dict[str, np.ndarray]:
-        state = {f"bank.{m}": bank.cpu().numpy() for m, bank in self.banks.items()}
+        state = {f"bank.{m}": bank.to_numpy() for m, bank in self.memory_banks.items()}
         state.update({f"scale.{m}": np.array([s], dtype=np.float64) for m, s in self.scales.items()})
         state.update({f"fusion.{k}": v for k, v in self.fusion_params.items()})
         return state
@@ -447,11 +431,10 @@ class PatchCore(Detector):
     def _restore(self, state: dict[str, np.ndarray]) -> None:
         import torch
 
-        self.banks = {m: torch.from_numpy(np.ascontiguousarray(state[f"bank.{m}"], dtype=np.float32))
-                      .to(self.config["device"]) for m in self.modalities}
+        self.memory_banks = {m: MemoryBank(torch.from_numpy(np.ascontiguousarray(state[f"bank.{m}"], dtype=np.float32))
+                                           .to(self.config["device"])) for m in self.modalities}
         self.scales = {m: float(state[f"scale.{m}"][0]) for m in self.modalities}
         if self.config["fusion"] == "ocsvm":
             self.fusion_params = {k: state[f"fusion.{k}"] for k in
                                   ("image_coef", "image_offset", "pixel_coef", "pixel_offset")}
-        self._searches = {}
         self._extractor = None

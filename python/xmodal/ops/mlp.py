@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import _arrays
-from .._backend import C, require_cuda
+from ._dispatch import run_kernel
 
 ACTIVATIONS = {"identity": 0, None: 0, "relu": 1, "gelu": 2}
 
@@ -20,10 +20,7 @@ class CrossmodalDiscrepancy(NamedTuple):
 
 
 def _activation_code(activation) -> int:
-    if activation not in ACTIVATIONS:
-        msg = f"activation must be 'gelu', 'relu', 'identity' or None; got {activation!r}"
-        raise ValueError(msg)
-    return ACTIVATIONS[activation]
+    return ACTIVATIONS[_arrays.one_of(activation, "activation", tuple(ACTIVATIONS))]
 
 
 def _module_layers(module, name: str):
@@ -126,11 +123,7 @@ def mlp(x, weights, biases=None, activation: str | None = "gelu"):
         raise ValueError(msg)
     _arrays.check_finite(arr, "x")
     y = _arrays.empty(kind, (arr.shape[0], w[-1].shape[0]), "float32")
-    if kind.cuda:
-        require_cuda("mlp")
-        C.mlp_cuda(arr, w, b, code, y, _arrays.stream_of(kind))
-    else:
-        C.mlp_cpu(arr, w, b, code, y)
+    run_kernel("mlp", kind, arr, w, b, code, y)
     return y
 
 
@@ -193,9 +186,5 @@ def crossmodal_discrepancy(f2d, f3d, mlp_2d3d, mlp_3d2d, mask=None, activation: 
     _arrays.check_finite(a3, "f3d")
     d_2d = _arrays.empty(kind, (a2.shape[0],), "float32")
     d_3d = _arrays.empty(kind, (a2.shape[0],), "float32")
-    if kind.cuda:
-        require_cuda("crossmodal_discrepancy")
-        C.crossmodal_discrepancy_cuda(a2, a3, m, w23, b23, w32, b32, code23, d_2d, d_3d, _arrays.stream_of(kind))
-    else:
-        C.crossmodal_discrepancy_cpu(a2, a3, m, w23, b23, w32, b32, code23, d_2d, d_3d)
+    run_kernel("crossmodal_discrepancy", kind, a2, a3, m, w23, b23, w32, b32, code23, d_2d, d_3d)
     return CrossmodalDiscrepancy(d_2d, d_3d)

@@ -326,7 +326,7 @@ def pearson(a, b) -> float:
 
 
 def end_to_end(ours, peer, samples, rounds: int) -> tuple[str, str, float]:
-    from xmodal.methods._maps import box_blur_cfm
+    from xmodal.methods.postprocess import box_blur_cfm
 
     timing, agreement, foreground = [], [], []
     with torch.no_grad():

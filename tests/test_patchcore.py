@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 import xmodal
 from xmodal import reference
 from xmodal.data import synthetic
@@ -23,6 +22,10 @@ BOTH = ("crack", "contamination")
 
 def _train(category="puck", n=10, size=SIZE):
     return [synthetic.make_sample(category, "good", image_size=size, split="train", index=i)[0] for i in range(n)]
+
+
+def _validation(category="puck", n=8, size=SIZE):
+    return [synthetic.make_sample(category, "good", image_size=size, split="validation", index=i)[0] for i in range(n)]
 
 
 def _test(category="puck", defects=THREE_D + RGB_ONLY + BOTH, per_defect=2, good=6, size=SIZE):
@@ -54,8 +57,14 @@ def test_samples():
 
 
 @pytest.fixture(scope="module")
-def fused(train_samples):
-    return PatchCore(modality="rgb+xyz", backbones="offline", progress=False).fit(train_samples)
+def validation_samples():
+    return _validation()
+
+
+@pytest.fixture(scope="module")
+def fused(train_samples, validation_samples):
+    return PatchCore(modality="rgb+xyz", backbones="offline", progress=False).fit(train_samples,
+                                                                                  validation=validation_samples)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +124,7 @@ def test_reweighting_large_distances_do_not_overflow(rng):
 
 
 def test_bank_is_the_coreset_of_the_training_patches(train_samples):
-    det = PatchCore(modality="rgb", backbones="offline", progress=False, seed=5).fit(train_samples[:4])
+    det = PatchCore(modality="rgb", backbones="offline", progress=False, seed=5, calibration=0).fit(train_samples[:4])
     feats = det.extractor(train_samples[:4], modalities=("rgb",)).rgb
     rows = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]).contiguous()
     idx = xmodal.coreset(rows, ratio=0.1, projection="sparse", seed=5)
@@ -149,8 +158,7 @@ def test_scores_equal_float64_reference(fused, test_samples):
 
 def test_map_is_bilinear_upsample_then_gaussian(fused, test_samples):
     import torch.nn.functional as F
-
-    from xmodal.methods._maps import gaussian_blur
+    from xmodal.methods.postprocess import gaussian_blur
 
     res = fused.predict(test_samples[0])
     patch = torch.from_numpy(res.extras["patch_rgb"])
@@ -163,6 +171,19 @@ def test_multimodal_fusion_finds_every_defect_kind(fused_results, test_samples):
     labels = np.array([s.label for s in test_samples])
     scores = np.array([r.score for r in fused_results])
     assert _auroc(scores, labels) >= 0.9
+
+
+def test_calibrated_verdicts_separate_good_from_defective(fused, fused_results, test_samples):
+    from xmodal.evaluation import classification_at
+
+    assert fused.info["calibration"]["source"] == "8 good validation images given to fit"
+    labels = np.array([s.label for s in test_samples])
+    scores = np.array([r.score for r in fused_results])
+    assert all(r.threshold == fused.threshold for r in fused_results)
+    assert classification_at(scores, labels, fused.threshold)["F1"] >= 0.9
+    for label, result in zip(labels, fused_results):
+        if label == 0:
+            assert result.normalized_map.max() < 0.5
 
 
 def test_rgb_alone_misses_3d_defects_that_xyz_finds(train_samples, test_samples, fused_results):
@@ -182,10 +203,10 @@ def test_rgb_alone_misses_3d_defects_that_xyz_finds(train_samples, test_samples,
 
 
 @pytest.fixture(scope="module")
-def ocsvm(train_samples):
+def ocsvm(train_samples, validation_samples):
     pytest.importorskip("sklearn")
     return PatchCore(modality="rgb+xyz", backbones="offline", fusion="ocsvm", reweight="m3dm", reweight_eps=1e-5,
-                     progress=False, ocsvm_max_pixels=5000).fit(train_samples[:5])
+                     progress=False, ocsvm_max_pixels=5000).fit(train_samples[:5], validation=validation_samples[:2])
 
 
 def test_save_load_gives_identical_predictions(tmp_path, ocsvm, test_samples):
@@ -230,7 +251,8 @@ def test_numpy_and_torch_inputs(fused, test_samples):
 
 
 def test_streaming_fit_under_max_memory(train_samples, test_samples):
-    det = PatchCore(modality="rgb+xyz", backbones="offline", progress=False, max_memory=3_000_000).fit(train_samples)
+    det = PatchCore(modality="rgb+xyz", backbones="offline", progress=False, max_memory=3_000_000,
+                    calibration=0).fit(train_samples)
     assert det.info["fit_mode"].startswith("streaming") and det.info["chunks"]["rgb"] > 1
     assert det.info["bank_rows"]["rgb"] == int(0.1 * det.info["training_rows"]["rgb"])
     subset = test_samples[:6] + test_samples[6::2]  # every defect kind once

@@ -5,7 +5,8 @@
   PRO/AUPRO, connected components); ``knn``, ``coreset`` and ``greedy_coreset`` also here.
 - ``xmodal.MemoryBank``: coreset memory banks with exact k-NN queries, streamed builds, save/load.
 - ``xmodal.methods``: CFM and PatchCore (RGB, 3D, or both with M3DM-style banks and fusion),
-  behind one Detector interface; ``xmodal.load`` reads a saved detector.
+  behind one Detector interface, calibrated to give verdicts; ``xmodal.load`` reads a saved
+  detector.
 - ``xmodal.metrics`` / ``xmodal.evaluate``: the evaluation protocol (I-AUROC, P-AUROC, AUPRO at
   30/10/5/1 % FPR; exact, M3DM and CFM variants) and paper-style reports.
 - ``xmodal.data``: MVTec 3D-AD / Eyecandies readers, preprocessing, a synthetic generator.

@@ -334,7 +334,8 @@ def test_test_reports_precision_recall_f1(model, dataset, capsys):
     assert metrics["at_threshold"]["threshold"] == json.loads((model / "config.json").read_text())["info"][
         "calibration"]["threshold"]
     assert "at the calibrated threshold" in out and "chosen on this test set" in out
-    assert re.search(r"evaluating: 100%.*\b9/9\b.*sample", err)  # the progress bar counts samples
+    # the progress bar counts samples (its total; tqdm redraws on a timer, so 9/9 itself may never be drawn)
+    assert re.search(r"evaluating:.*\b\d/9\b.*sample", err)
 
 
 def test_corrupt_model_is_one_line_for_every_command(model, dataset, tmp_path, capsys):

@@ -14,14 +14,17 @@ from ._ops.pointcloud import Groups, farthest_point_sample, group_points, points
 from ._ops.auroc import auroc
 from ._ops.ccl import connected_components
 from ._ops.pro import aupro, pro_curve
+from ._ops.mahalanobis import GaussianStats, cholesky_factors, mahalanobis
 
 __all__ = [
     "CrossmodalDiscrepancy",
+    "GaussianStats",
     "Groups",
     "KnnResult",
     "PlaneResult",
     "aupro",
     "auroc",
+    "cholesky_factors",
     "connected_components",
     "coreset",
     "crossmodal_discrepancy",
@@ -30,6 +33,7 @@ __all__ = [
     "greedy_coreset",
     "group_points",
     "knn",
+    "mahalanobis",
     "mlp",
     "points_to_grid",
     "pro_curve",

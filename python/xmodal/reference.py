@@ -568,3 +568,55 @@ def patchcore_score(patches, bank, num_neighbors: int = 9, reweight: str = "pape
     numerator = np.exp(s_star / root)
     denominator = sum(np.exp(v / root) for v in d[1:]) + eps
     return (1.0 - numerator / denominator) * s_star, dist
+
+
+# --- per-position Gaussians and Mahalanobis distances (PaDiM) -------------------------------
+
+
+def gaussian_statistics(x, regularization: float = 0.0):
+    """Per-position mean and unbiased covariance (ddof = 1, as anomalib's PaDiM) of (N, P, d)
+    features, plus ``regularization`` * I. Returns (mean (P, d), covariance (P, d, d)) float64."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=0)
+    cov = np.stack([np.cov(x[:, p, :], rowvar=False, ddof=1).reshape(x.shape[2], x.shape[2])
+                    for p in range(x.shape[1])])
+    return mean, cov + regularization * np.eye(x.shape[2])
+
+
+def mahalanobis(x, mean, covariance):
+    """sqrt((x[b,p] - mean[p])^T covariance_p^-1 (x[b,p] - mean[p])) in float64 with a dense
+    solve; ``covariance`` is (P, d, d), or (d, d) for one shared by every position. (B, P)."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64)
+    cov = np.asarray(covariance, dtype=np.float64)
+    out = np.empty(x.shape[:2])
+    for b in range(x.shape[0]):
+        for p in range(x.shape[1]):
+            delta = x[b, p] - mean[p]
+            out[b, p] = np.sqrt(delta @ np.linalg.solve(cov if cov.ndim == 2 else cov[p], delta))
+    return out
+
+
+def unpack_lower(packed, dim: int):
+    """(F, d*(d+1)/2) row-major packed lower triangles -> (F, d, d) float64 lower matrices."""
+    packed = np.asarray(packed, dtype=np.float64)
+    rows, cols = np.tril_indices(dim)
+    lower = np.zeros((packed.shape[0], dim, dim))
+    lower[:, rows, cols] = packed
+    return lower
+
+
+def mahalanobis_from_factors(x, mean, factors):
+    """||L_p^-1 (x[b,p] - mean[p])|| in float64 from packed Cholesky factors (F = P or 1), by
+    scipy's triangular solve: the distance the kernel computes, without its float32 output."""
+    from scipy.linalg import solve_triangular
+
+    x = np.asarray(x, dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64)
+    lower = unpack_lower(factors, x.shape[2])
+    out = np.empty(x.shape[:2])
+    for b in range(x.shape[0]):
+        for p in range(x.shape[1]):
+            y = solve_triangular(lower[p if lower.shape[0] > 1 else 0], x[b, p] - mean[p], lower=True)
+            out[b, p] = np.sqrt(y @ y)
+    return out

@@ -1,0 +1,401 @@
+"""Per-position Gaussians (PaDiM): streaming statistics, Cholesky factors, Mahalanobis distances.
+
+The fit accumulates per-position means and scatter matrices in float64 batch by batch
+(:class:`GaussianStats`), so memory does not grow with the number of images; the factors of the
+regularised covariances are computed once (:func:`cholesky_factors`, float64, packed to float32);
+inference is the native triangular-solve kernel (:func:`mahalanobis`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _arrays
+from .._backend import C, require_cuda
+
+# Positions per float64 working chunk: its (chunk, d, d) temporaries stay near this size.
+_CHUNK_BYTES = 32 << 20
+
+
+def _float64_copy(part, torch_input: bool) -> np.ndarray:
+    """A float64 host copy of a slice (always a copy: the callers modify it in place)."""
+    if torch_input:
+        import torch
+
+        return part.to("cpu", dtype=torch.float64, copy=True).numpy()
+    return np.array(part, dtype=np.float64)
+
+
+def _positions_per_chunk(dim: int) -> int:
+    return max(1, _CHUNK_BYTES // (8 * dim * dim))
+
+
+def _packed_size(dim: int) -> int:
+    return dim * (dim + 1) // 2
+
+
+def mahalanobis(x, mean, factors):
+    """Mahalanobis distance of every feature vector to its position's Gaussian (PaDiM's map).
+
+    ``dist[b, p] = sqrt((x[b, p] - mean[p])^T Sigma_p^-1 (x[b, p] - mean[p]))`` with
+    ``Sigma_p = L_p L_p^T``, computed by forward substitution with the Cholesky factor L_p (never
+    an explicit inverse). Per-position factors: every dot product is accumulated in float64, so
+    the result is the float64 solve with the float32 factor, rounded once. A shared factor (one
+    covariance for all positions): one blocked triangular solve over all B*P rows whose
+    off-diagonal blocks are float32 sgemm updates.
+
+    Args:
+        x: (B, P, d) floating features, numpy or torch (CPU or CUDA): image-major, channels last
+            (a (B, d, H, W) backbone map becomes ``x.permute(0, 2, 3, 1).reshape(B, H * W, d)``).
+        mean: (P, d) per-position means, same kind as ``x``.
+        factors: (P, d*(d+1)/2) per-position Cholesky factors, or (1, d*(d+1)/2) for one shared
+            covariance: lower triangles packed row by row (``L[np.tril_indices(d)]``), as
+            :func:`cholesky_factors` and :meth:`GaussianStats.cholesky_factors` return them.
+
+    Returns:
+        (B, P) float32 distances, same framework and device as ``x``.
+
+    Non-float32 or non-contiguous inputs are copied to float32 (the factors are the big array:
+    pass them as float32). NaN/inf in ``x`` or ``mean`` raise ValueError; a factor with a
+    non-positive or non-finite diagonal entry, or a non-finite distance (NaN/inf inside a
+    factor), raises ValueError naming the position.
+    """
+    xs, kind = _arrays.as_float32(x, "x", ndim=3, shape_doc="(B, P, d)")
+    mu, mean_kind = _arrays.as_float32(mean, "mean", ndim=2, shape_doc="(P, d)")
+    _arrays.check_same_kind(kind, mean_kind, "x", "mean")
+    fac, factor_kind = _arrays.as_float32(factors, "factors", ndim=2, shape_doc="(P or 1, d*(d+1)/2)")
+    _arrays.check_same_kind(kind, factor_kind, "x", "factors")
+    batch, positions, dim = (int(s) for s in xs.shape)
+    if dim < 1:
+        msg = "x must have at least one feature (d >= 1); got d=0"
+        raise ValueError(msg)
+    if tuple(mu.shape) != (positions, dim):
+        msg = f"mean must have shape (P, d) = ({positions}, {dim}) to match x; got {tuple(mu.shape)}"
+        raise ValueError(msg)
+    packed = _packed_size(dim)
+    if fac.shape[1] != packed or fac.shape[0] not in (positions, 1):
+        msg = (
+            f"factors must have shape ({positions}, {packed}) (one packed d={dim} factor per position) or "
+            f"(1, {packed}) (shared); got {tuple(fac.shape)}"
+        )
+        raise ValueError(msg)
+    _arrays.check_finite(xs, "x")
+    _arrays.check_finite(mu, "mean")
+    dist = _arrays.empty(kind, (batch, positions), "float32")
+    if kind.cuda:
+        require_cuda("mahalanobis")
+        status = _arrays.zeros(kind, (1,), "int32")
+        C.mahalanobis_cuda(xs, mu, fac, dist, status, _arrays.stream_of(kind))
+        bad = int(status.item())
+        if bad != 0:
+            msg = (
+                f"factors: the Cholesky factor of position {bad - 1} has a diagonal entry that is not a positive "
+                "finite number, or holds NaN/inf values"
+            )
+            raise ValueError(msg)
+    else:
+        C.mahalanobis_cpu(xs, mu, fac, dist)
+    return dist
+
+
+# --- Cholesky factors -------------------------------------------------------------------------
+
+
+def _not_positive_definite(cov: np.ndarray, position: int, regularization: float) -> ValueError:
+    smallest = float(np.linalg.eigvalsh(cov)[0])
+    msg = (
+        f"covariance of position {position} is not positive definite after adding {regularization:g}*I "
+        f"(smallest eigenvalue {smallest:.6g}); increase regularization or check the features"
+    )
+    return ValueError(msg)
+
+
+def _factor_chunk(cov: np.ndarray, regularization: float, first_position: int) -> np.ndarray:
+    """Packed float32 Cholesky factors of a (c, d, d) float64 chunk (modified in place: + reg*I)."""
+    dim = cov.shape[-1]
+    diagonal = np.arange(dim)
+    cov[:, diagonal, diagonal] += regularization
+    try:
+        lower = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        for i in range(cov.shape[0]):
+            try:
+                np.linalg.cholesky(cov[i])
+            except np.linalg.LinAlgError:
+                raise _not_positive_definite(cov[i], first_position + i, regularization) from None
+        raise
+    rows, cols = np.tril_indices(dim)
+    return np.ascontiguousarray(lower[:, rows, cols], dtype=np.float32)
+
+
+def _check_symmetric(cov: np.ndarray, first_position: int) -> None:
+    asymmetry = np.abs(cov - cov.transpose(0, 2, 1)).max(axis=(1, 2))
+    scale = np.abs(cov).max(axis=(1, 2))
+    bad = np.flatnonzero(asymmetry > 1e-5 * scale)
+    if bad.size:
+        p = int(bad[0])
+        msg = (
+            f"covariance of position {first_position + p} is not symmetric "
+            f"(max |C - C^T| = {asymmetry[p]:.3g}, max |C| = {scale[p]:.3g})"
+        )
+        raise ValueError(msg)
+
+
+def cholesky_factors(covariance, regularization: float = 0.01):
+    """Cholesky factors of regularised covariances, packed for :func:`mahalanobis`.
+
+    Computes ``L_p`` with ``L_p L_p^T = Sigma_p + regularization * I`` (PaDiM adds 0.01 * I) in
+    float64, position chunk by position chunk, and packs each lower triangle row by row to
+    float32. Once per fit; inference reuses the factors.
+
+    Args:
+        covariance: (P, d, d) per-position covariances or (d, d) one shared covariance, floating
+            numpy or torch (converted to float64 on the host chunk by chunk); symmetric.
+        regularization: added to every diagonal entry (>= 0).
+
+    Returns:
+        (P, d*(d+1)/2) or, for a (d, d) input, (1, d*(d+1)/2) float32 packed factors, numpy for
+        numpy input, a torch tensor on the input's device for torch input.
+
+    Raises:
+        ValueError: a covariance is not symmetric, holds NaN/inf, or is not positive definite
+            after regularisation (the message names the position and its smallest eigenvalue).
+    """
+    regularization = _arrays.number(regularization, "regularization", minimum=0.0)
+    kind = _arrays.kind_of(covariance)
+    cov = covariance.detach() if kind.torch else covariance
+    if not kind.torch and not isinstance(cov, np.ndarray):
+        cov = np.asarray(cov)
+    floating = cov.is_floating_point() if kind.torch else cov.dtype.kind == "f"
+    if not floating:
+        msg = f"covariance must be a floating-point array; got dtype {cov.dtype}"
+        raise TypeError(msg)
+    if cov.ndim == 2:
+        cov = cov[None]
+    if cov.ndim != 3 or cov.shape[1] != cov.shape[2] or cov.shape[1] < 1:
+        msg = f"covariance must have shape (P, d, d) or (d, d) with d >= 1; got {tuple(covariance.shape)}"
+        raise ValueError(msg)
+    positions, dim = int(cov.shape[0]), int(cov.shape[1])
+    out = np.empty((positions, _packed_size(dim)), np.float32)
+    step = _positions_per_chunk(dim)
+    for p0 in range(0, positions, step):
+        part = cov[p0 : p0 + step]
+        chunk = _float64_copy(part, kind.torch)
+        if not np.isfinite(chunk).all():
+            msg = f"covariance contains NaN or infinite values (positions {p0}..{p0 + chunk.shape[0] - 1})"
+            raise ValueError(msg)
+        _check_symmetric(chunk, p0)
+        out[p0 : p0 + chunk.shape[0]] = _factor_chunk(chunk, regularization, p0)
+    if kind.torch:
+        import torch
+
+        return torch.from_numpy(out).to(kind.device)
+    return out
+
+
+# --- streaming statistics ---------------------------------------------------------------------
+
+
+class GaussianStats:
+    """Streaming per-position mean and covariance in float64 (the fit of PaDiM).
+
+    Feed feature batches with :meth:`update`; memory is fixed by P and d (the means and the packed
+    lower triangles of the per-position scatter matrices, float64), never by the number of
+    images. Each batch is merged with Chan et al.'s pairwise update (batch mean and centred
+    scatter in float64, then the mean-shift correction), which is as accurate as a two-pass
+    computation; the result equals ``numpy.mean`` / ``numpy.cov`` on all images stacked.
+
+    ``covariance`` is the unbiased estimate (ddof = 1), as anomalib's PaDiM computes it.
+    ``covariance="shared"`` keeps one pooled within-position covariance for all positions:
+    ``sum_p sum_n (x_np - mean_p)(x_np - mean_p)^T / (P (N - 1))``, the mean of the per-position
+    unbiased covariances (d x d memory instead of P x d x d).
+
+    Example::
+
+        stats = GaussianStats()
+        for batch in loader:                 # (B, P, d) features, numpy or torch
+            stats.update(batch)
+        factors = stats.cholesky_factors(0.01)     # PaDiM's Sigma + 0.01 I
+        dist = xmodal.ops.mahalanobis(test_features, stats.mean.astype("float32"), factors)
+
+    Torch inputs (CPU or CUDA) are copied to the host chunk by chunk: the statistics are numpy.
+    Statistics from separate workers combine exactly with :meth:`merge`.
+    """
+
+    def __init__(self, covariance: str = "full"):
+        self.covariance_type = _arrays.one_of(covariance, "covariance", ("full", "shared"))
+        self.count = 0
+        self.positions: int | None = None
+        self.dim: int | None = None
+        self._mean: np.ndarray | None = None
+        # full: (P, d(d+1)/2) packed lower triangles of the scatter matrices; shared: (d, d).
+        self._scatter: np.ndarray | None = None
+
+    # -- accumulation --
+
+    def _start(self, positions: int, dim: int) -> None:
+        self.positions, self.dim = positions, dim
+        self._mean = np.zeros((positions, dim))
+        shape = (dim, dim) if self.covariance_type == "shared" else (positions, _packed_size(dim))
+        self._scatter = np.zeros(shape)
+
+    def _check_shape(self, positions: int, dim: int, name: str) -> None:
+        if self.positions is None:
+            if dim < 1:
+                msg = f"{name} must have at least one feature (d >= 1); got d=0"
+                raise ValueError(msg)
+            self._start(positions, dim)
+        elif (positions, dim) != (self.positions, self.dim):
+            msg = f"{name} must have P={self.positions}, d={self.dim} like the earlier batches; got P={positions}, d={dim}"
+            raise ValueError(msg)
+
+    def update(self, x) -> GaussianStats:
+        """Adds a batch of feature maps.
+
+        Args:
+            x: (B, P, d) floating features, numpy or torch (any device), B >= 0; every batch has
+                the same P and d. Converted to float64 chunk by chunk.
+
+        Returns:
+            self.
+        """
+        kind = _arrays.kind_of(x)
+        if kind.torch:
+            if not x.is_floating_point():
+                msg = f"x must be a floating-point tensor; got dtype {x.dtype}"
+                raise TypeError(msg)
+            x = x.detach()
+        else:
+            x = np.asarray(x)
+            if x.dtype.kind != "f":
+                msg = f"x must be a floating-point array; got dtype {x.dtype}"
+                raise TypeError(msg)
+        if x.ndim != 3:
+            msg = f"x must have 3 dimensions (B, P, d); got shape {tuple(x.shape)}"
+            raise ValueError(msg)
+        batch, positions, dim = (int(s) for s in x.shape)
+        self._check_shape(positions, dim, "x")
+        if batch == 0:
+            return self
+        _arrays.check_finite(x, "x")
+        n_a, n = self.count, self.count + batch
+        # Chan et al.: M = M_a + M_batch + delta delta^T * n_a * n_b / n, mean += delta * n_b / n.
+        weight = n_a * batch / n
+        shared = np.zeros((dim, dim)) if self.covariance_type == "shared" else None
+        step = _positions_per_chunk(dim)
+        rows, cols = np.tril_indices(dim)
+        for p0 in range(0, positions, step):
+            part = x[:, p0 : p0 + step]
+            chunk = _float64_copy(part, kind.torch)
+            batch_mean = chunk.mean(axis=0)
+            chunk -= batch_mean
+            delta = batch_mean - self._mean[p0 : p0 + step]
+            if shared is not None:
+                flat = chunk.reshape(-1, dim)
+                shared += flat.T @ flat + weight * (delta.T @ delta)
+            else:
+                columns = chunk.transpose(1, 2, 0)  # (c, d, B)
+                scatter = columns @ columns.transpose(0, 2, 1)
+                scatter += weight * (delta[:, :, None] * delta[:, None, :])
+                self._scatter[p0 : p0 + step] += scatter[:, rows, cols]
+            self._mean[p0 : p0 + step] += delta * (batch / n)
+        if shared is not None:
+            self._scatter += shared
+        self.count = n
+        return self
+
+    def merge(self, other: GaussianStats) -> GaussianStats:
+        """Adds the images another GaussianStats has seen (same P, d and covariance type).
+
+        Returns:
+            self.
+        """
+        if not isinstance(other, GaussianStats):
+            msg = f"other must be a GaussianStats; got {type(other).__name__}"
+            raise TypeError(msg)
+        if other.covariance_type != self.covariance_type:
+            msg = f"cannot merge covariance={other.covariance_type!r} statistics into {self.covariance_type!r} ones"
+            raise ValueError(msg)
+        if other.count == 0:
+            return self
+        self._check_shape(other.positions, other.dim, "other")
+        n_a, n_b = self.count, other.count
+        n = n_a + n_b
+        weight = n_a * n_b / n
+        delta = other._mean - self._mean
+        if self.covariance_type == "shared":
+            self._scatter += other._scatter + weight * (delta.T @ delta)
+        else:
+            rows, cols = np.tril_indices(self.dim)
+            step = _positions_per_chunk(self.dim)
+            for p0 in range(0, self.positions, step):
+                part = delta[p0 : p0 + step]
+                self._scatter[p0 : p0 + step] += other._scatter[p0 : p0 + step] + weight * (
+                    part[:, rows] * part[:, cols]
+                )
+        self._mean += delta * (n_b / n)
+        self.count = n
+        return self
+
+    # -- results --
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(P, d) float64 per-position means (read-only view)."""
+        self._require(1)
+        view = self._mean.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the accumulators (fixed by P and d)."""
+        return 0 if self._mean is None else self._mean.nbytes + self._scatter.nbytes
+
+    def _require(self, minimum: int) -> None:
+        if self.count < minimum:
+            msg = f"GaussianStats needs at least {minimum} image{'s' if minimum > 1 else ''}; it has seen {self.count}"
+            raise ValueError(msg)
+
+    def _covariance_chunk(self, p0: int, p1: int) -> np.ndarray:
+        """Unbiased covariances of positions [p0, p1) as a (c, d, d) float64 array."""
+        dim = self.dim
+        rows, cols = np.tril_indices(dim)
+        cov = np.empty((p1 - p0, dim, dim))
+        cov[:, rows, cols] = self._scatter[p0:p1] / (self.count - 1)
+        cov[:, cols, rows] = cov[:, rows, cols]
+        return cov
+
+    def covariance(self) -> np.ndarray:
+        """Unbiased (ddof = 1) covariances: (P, d, d) float64, or (d, d) for "shared".
+
+        The full form materialises P x d x d float64 (7.6 GB for P = 3136, d = 550); for the
+        factors use :meth:`cholesky_factors`, which works chunk by chunk.
+        """
+        self._require(2)
+        if self.covariance_type == "shared":
+            return self._scatter / (self.positions * (self.count - 1))
+        return self._covariance_chunk(0, self.positions)
+
+    def cholesky_factors(self, regularization: float = 0.01) -> np.ndarray:
+        """Packed float32 Cholesky factors of ``covariance + regularization * I`` for
+        :func:`mahalanobis`: (P, d*(d+1)/2), or (1, d*(d+1)/2) for "shared". Computed in float64
+        chunk by chunk, so only the float32 result grows with P."""
+        self._require(2)
+        regularization = _arrays.number(regularization, "regularization", minimum=0.0)
+        if self.covariance_type == "shared":
+            return _factor_chunk(self.covariance()[None], regularization, 0)
+        out = np.empty((self.positions, _packed_size(self.dim)), np.float32)
+        step = _positions_per_chunk(self.dim)
+        for p0 in range(0, self.positions, step):
+            p1 = min(p0 + step, self.positions)
+            out[p0:p1] = _factor_chunk(self._covariance_chunk(p0, p1), regularization, p0)
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"GaussianStats(covariance={self.covariance_type!r}, count={self.count}, positions={self.positions}, "
+            f"dim={self.dim})"
+        )
+
+

@@ -45,7 +45,8 @@ def test_full_equals_scipy_and_the_float64_solve(rng, batch, positions, dim):
     x, mean, cov = problem(rng, batch, positions, dim)
     factors = xmodal.ops.cholesky_factors(cov, regularization=0.0)
     dist = xmodal.ops.mahalanobis(x, mean, factors)
-    assert dist.shape == (batch, positions) and dist.dtype == np.float32
+    assert dist.shape == (batch, positions)
+    assert dist.dtype == np.float32
     # scipy on the float64 covariances: differs only by the float32 rounding of the factors.
     inverse = np.linalg.inv(cov)
     want = np.array([[scipy_mahalanobis(x[b, p], mean[p], inverse[p]) for p in range(positions)]
@@ -116,9 +117,11 @@ def test_torch_in_torch_out(rng):
     torch = pytest.importorskip("torch")
     x, mean, cov = problem(rng, 2, 5, 11)
     factors = xmodal.ops.cholesky_factors(torch.from_numpy(cov))
-    assert isinstance(factors, torch.Tensor) and factors.dtype == torch.float32
+    assert isinstance(factors, torch.Tensor)
+    assert factors.dtype == torch.float32
     dist = xmodal.ops.mahalanobis(torch.from_numpy(x), torch.from_numpy(mean), factors)
-    assert isinstance(dist, torch.Tensor) and dist.dtype == torch.float32
+    assert isinstance(dist, torch.Tensor)
+    assert dist.dtype == torch.float32
     np.testing.assert_array_equal(dist.numpy(), xmodal.ops.mahalanobis(x, mean, factors.numpy()))
     # float64 inputs are converted explicitly (documented), with the same result
     dist64 = xmodal.ops.mahalanobis(torch.from_numpy(x).double(), torch.from_numpy(mean).double(), factors)
@@ -136,7 +139,7 @@ def test_results_do_not_depend_on_the_thread_count(rng):
         two = [xmodal.ops.mahalanobis(x, mean, f) for f in (full, shared)]
     finally:
         xmodal.set_num_threads(threads)
-    for a, b in zip(one, two):
+    for a, b in zip(one, two, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -151,8 +154,9 @@ def test_bad_input_names_the_argument(rng):
         xmodal.ops.mahalanobis(x, mean, factors[:2])
     with pytest.raises(ValueError, match=r"factors must have shape"):
         xmodal.ops.mahalanobis(x, mean, factors[:, :9])
+    empty = np.zeros((3, 0), np.float32)
     with pytest.raises(ValueError, match="d >= 1"):
-        xmodal.ops.mahalanobis(np.zeros((2, 3, 0), np.float32), np.zeros((3, 0), np.float32), np.zeros((3, 0), np.float32))
+        xmodal.ops.mahalanobis(np.zeros((2, 3, 0), np.float32), empty, empty)
     with pytest.raises(TypeError, match="x must be a floating-point array; got dtype int64"):
         xmodal.ops.mahalanobis(x.astype(np.int64), mean, factors)
     bad = x.copy()
@@ -183,7 +187,7 @@ def test_nan_inside_a_factor_is_rejected(rng, shared):
     x, mean, cov = problem(rng, 2, 4, 5)
     factors = xmodal.ops.cholesky_factors(cov[:1] if shared else cov)
     factors[0 if shared else 1, 7] = np.nan  # row 3, column 1: off the diagonal
-    with pytest.raises(ValueError, match="factors: the distance at position .* is not finite"):
+    with pytest.raises(ValueError, match=r"factors: the distance at position .* is not finite"):
         xmodal.ops.mahalanobis(x, mean, factors)
 
 
@@ -266,7 +270,7 @@ def test_streaming_statistics_equal_numpy(rng):
     batches[3] = batches[3].astype(np.float32).astype(np.float64)
     everything = np.concatenate(batches)
     assert stats.count == everything.shape[0]
-    mean, cov = reference.gaussian_statistics(everything)
+    _, cov = reference.gaussian_statistics(everything)
     np.testing.assert_allclose(stats.mean, everything.mean(axis=0), rtol=1e-12)
     for p in range(everything.shape[1]):
         want = np.cov(everything[:, p, :], rowvar=False)  # numpy's default: unbiased (ddof=1)
@@ -323,7 +327,8 @@ def test_statistics_memory_does_not_grow_and_inputs_are_untouched(rng):
     for _ in range(20):
         stats.update(batch)
         stats.update(tensor)
-    assert stats.nbytes == size and stats.count == 4 * 41
+    assert stats.nbytes == size
+    assert stats.count == 4 * 41
     np.testing.assert_array_equal(batch, keep)
     np.testing.assert_array_equal(tensor.numpy(), keep)
     # every image appears 41 times: the mean is unchanged and the covariance scales by (n-1)/(N-1)

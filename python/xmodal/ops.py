@@ -15,12 +15,14 @@ from ._ops.auroc import auroc
 from ._ops.ccl import connected_components
 from ._ops.pro import aupro, pro_curve
 from ._ops.mahalanobis import GaussianStats, cholesky_factors, mahalanobis
+from ._ops.mlp import LinearParams, fold_linear_batchnorm, fold_linears
 
 __all__ = [
     "CrossmodalDiscrepancy",
     "GaussianStats",
     "Groups",
     "KnnResult",
+    "LinearParams",
     "PlaneResult",
     "aupro",
     "auroc",
@@ -30,6 +32,8 @@ __all__ = [
     "crossmodal_discrepancy",
     "dbscan",
     "farthest_point_sample",
+    "fold_linear_batchnorm",
+    "fold_linears",
     "greedy_coreset",
     "group_points",
     "knn",

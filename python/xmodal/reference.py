@@ -60,16 +60,19 @@ def gelu(x):
     return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
 
 
-def mlp(x, weights, biases, activation="gelu"):
-    """Sequential(Linear, act, ..., Linear) in float64 (weights in torch (out, in) layout)."""
-    act = {"gelu": gelu, "relu": lambda v: np.maximum(v, 0.0), "identity": lambda v: v, None: lambda v: v}[activation]
+def mlp(x, weights, biases, activation="gelu", negative_slope=0.01, output_activation=None):
+    """Sequential(Linear, act, ..., Linear, output_act) in float64 (weights in torch (out, in)
+    layout); leaky_relu uses ``negative_slope``."""
+    from scipy.special import expit  # the logistic sigmoid, without overflow
+
+    acts = {"gelu": gelu, "relu": lambda v: np.maximum(v, 0.0), "identity": lambda v: v, None: lambda v: v,
+            "leaky_relu": lambda v: np.where(v > 0, v, negative_slope * v), "sigmoid": expit}
     h = np.asarray(x, dtype=np.float64)
     for i, (w, b) in enumerate(zip(weights, biases)):
         h = h @ np.asarray(w, dtype=np.float64).T
         if b is not None:
             h = h + np.asarray(b, dtype=np.float64)
-        if i + 1 < len(weights):
-            h = act(h)
+        h = acts[activation if i + 1 < len(weights) else output_activation](h)
     return h
 
 

@@ -246,7 +246,8 @@ class GaussianStats:
                 raise ValueError(msg)
             self._start(positions, dim)
         elif (positions, dim) != (self.positions, self.dim):
-            msg = f"{name} must have P={self.positions}, d={self.dim} like the earlier batches; got P={positions}, d={dim}"
+            msg = (f"{name} must have P={self.positions}, d={self.dim} like the earlier batches; "
+                   f"got P={positions}, d={dim}")
             raise ValueError(msg)
 
     def update(self, x) -> GaussianStats:

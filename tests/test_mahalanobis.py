@@ -262,9 +262,10 @@ def feature_batches(rng, sizes, positions=6, dim=9, offset=1e3):
     return [offset + scale * rng.standard_normal((n, positions, dim)) for n in sizes]
 
 
-def test_streaming_statistics_equal_numpy(rng):
+@pytest.mark.parametrize("buffer_bytes", [0, 5000, 1 << 30])
+def test_streaming_statistics_equal_numpy(rng, buffer_bytes):
     batches = feature_batches(rng, [3, 0, 1, 7, 2, 11])
-    stats = xmodal.ops.GaussianStats()
+    stats = xmodal.ops.GaussianStats(buffer_bytes=buffer_bytes)
     for batch in batches:
         stats.update(batch.astype(np.float32) if batch.shape[0] == 7 else batch)
     batches[3] = batches[3].astype(np.float32).astype(np.float64)
@@ -300,7 +301,7 @@ def test_merge_equals_one_pass(rng, covariance):
     one = xmodal.ops.GaussianStats(covariance)
     for batch in batches:
         one.update(batch)
-    a, b, empty = (xmodal.ops.GaussianStats(covariance) for _ in range(3))
+    a, b, empty = (xmodal.ops.GaussianStats(covariance, buffer_bytes=size) for size in (0, 1 << 20, 0))
     a.update(batches[0])
     b.update(batches[1]).update(batches[2])
     a.merge(b).merge(empty)
@@ -315,19 +316,20 @@ def test_merge_equals_one_pass(rng, covariance):
         a.merge(xmodal.ops.GaussianStats(other).update(batches[0]))
 
 
-def test_statistics_memory_does_not_grow_and_inputs_are_untouched(rng):
+@pytest.mark.parametrize("buffer_bytes", [0, 2000])
+def test_statistics_memory_does_not_grow_and_inputs_are_untouched(rng, buffer_bytes):
     torch = pytest.importorskip("torch")
-    stats = xmodal.ops.GaussianStats()
+    stats = xmodal.ops.GaussianStats(buffer_bytes=buffer_bytes)
     batch = feature_batches(rng, [4], positions=5, dim=7)[0]
     stats.update(batch)
-    size = stats.nbytes
-    assert size == 5 * 7 * 8 + 5 * 28 * 8  # means + packed scatter matrices, float64
+    statistics = 5 * 7 * 8 + 5 * 28 * 8  # means + packed scatter matrices, float64
     keep = batch.copy()
     tensor = torch.from_numpy(batch.copy())
     for _ in range(20):
         stats.update(batch)
         stats.update(tensor)
-    assert stats.nbytes == size
+        # merged once the buffer holds buffer_bytes: at most that plus one batch is pending
+        assert statistics <= stats.nbytes < statistics + buffer_bytes + batch.nbytes
     assert stats.count == 4 * 41
     np.testing.assert_array_equal(batch, keep)
     np.testing.assert_array_equal(tensor.numpy(), keep)
@@ -359,5 +361,7 @@ def test_statistics_bad_input(rng):
     assert stats.count == 1
     with pytest.raises(ValueError, match="covariance must be one of"):
         xmodal.ops.GaussianStats(covariance="diagonal")
+    with pytest.raises(ValueError, match=r"buffer_bytes must be in \[0, inf\]; got -1"):
+        xmodal.ops.GaussianStats(buffer_bytes=-1)
     with pytest.raises(TypeError, match="other must be a GaussianStats"):
         stats.merge(np.zeros(3))

@@ -34,6 +34,12 @@ def _packed_size(dim: int) -> int:
     return dim * (dim + 1) // 2
 
 
+def _lower_flat_indices(dim: int) -> np.ndarray:
+    """Indices of the lower triangle (row by row) in a flattened d x d matrix: the packed order."""
+    rows, cols = np.tril_indices(dim)
+    return rows * dim + cols
+
+
 def mahalanobis(x, mean, factors):
     """Mahalanobis distance of every feature vector to its position's Gaussian (PaDiM's map).
 
@@ -124,8 +130,7 @@ def _factor_chunk(cov: np.ndarray, regularization: float, first_position: int) -
             except np.linalg.LinAlgError:
                 raise _not_positive_definite(cov[i], first_position + i, regularization) from None
         raise
-    rows, cols = np.tril_indices(dim)
-    return np.ascontiguousarray(lower[:, rows, cols], dtype=np.float32)
+    return lower.reshape(lower.shape[0], dim * dim)[:, _lower_flat_indices(dim)].astype(np.float32)
 
 
 def _check_symmetric(cov: np.ndarray, first_position: int) -> None:
@@ -200,10 +205,12 @@ class GaussianStats:
     """Streaming per-position mean and covariance in float64 (the fit of PaDiM).
 
     Feed feature batches with :meth:`update`; memory is fixed by P and d (the means and the packed
-    lower triangles of the per-position scatter matrices, float64), never by the number of
-    images. Each batch is merged with Chan et al.'s pairwise update (batch mean and centred
-    scatter in float64, then the mean-shift correction), which is as accurate as a two-pass
-    computation; the result equals ``numpy.mean`` / ``numpy.cov`` on all images stacked.
+    lower triangles of the per-position scatter matrices, float64, plus a bounded buffer of
+    incoming batches), never by the number of images. Buffered batches are merged with Chan et
+    al.'s pairwise update (their mean and centred scatter in float64, then the mean-shift
+    correction), as accurate as a two-pass computation: the result equals ``numpy.mean`` /
+    ``numpy.cov`` on all images stacked. Merging waits until ``buffer_bytes`` of batches have
+    arrived, because each merge is a pass over all P x d x d statistics.
 
     ``covariance`` is the unbiased estimate (ddof = 1), as anomalib's PaDiM computes it.
     ``covariance="shared"`` keeps one pooled within-position covariance for all positions:
@@ -218,18 +225,25 @@ class GaussianStats:
         factors = stats.cholesky_factors(0.01)     # PaDiM's Sigma + 0.01 I
         dist = xmodal.ops.mahalanobis(test_features, stats.mean.astype("float32"), factors)
 
-    Torch inputs (CPU or CUDA) are copied to the host chunk by chunk: the statistics are numpy.
-    Statistics from separate workers combine exactly with :meth:`merge`.
+    Torch inputs (CPU or CUDA) are copied to the host: the statistics are numpy. Statistics from
+    separate workers combine exactly with :meth:`merge`.
+
+    Args:
+        covariance: "full" (one covariance per position) or "shared".
+        buffer_bytes: incoming batches (copied in their own precision) are held up to this size
+            before they are merged.
     """
 
-    def __init__(self, covariance: str = "full"):
+    def __init__(self, covariance: str = "full", buffer_bytes: int = 256 << 20):
         self.covariance_type = _arrays.one_of(covariance, "covariance", ("full", "shared"))
-        self.count = 0
+        self.buffer_bytes = _arrays.integer(buffer_bytes, "buffer_bytes", minimum=0)
         self.positions: int | None = None
         self.dim: int | None = None
+        self._count = 0  # images merged into the statistics
         self._mean: np.ndarray | None = None
         # full: (P, d(d+1)/2) packed lower triangles of the scatter matrices; shared: (d, d).
         self._scatter: np.ndarray | None = None
+        self._pending: list[np.ndarray] = []  # (B, P, d) host copies not merged yet
 
     # -- accumulation --
 
@@ -250,12 +264,17 @@ class GaussianStats:
                    f"got P={positions}, d={dim}")
             raise ValueError(msg)
 
+    @property
+    def count(self) -> int:
+        """Images seen."""
+        return self._count + sum(batch.shape[0] for batch in self._pending)
+
     def update(self, x) -> GaussianStats:
         """Adds a batch of feature maps.
 
         Args:
             x: (B, P, d) floating features, numpy or torch (any device), B >= 0; every batch has
-                the same P and d. Converted to float64 chunk by chunk.
+                the same P and d. Copied (float64 stays float64, other floats become float32).
 
         Returns:
             self.
@@ -265,7 +284,6 @@ class GaussianStats:
             if not x.is_floating_point():
                 msg = f"x must be a floating-point tensor; got dtype {x.dtype}"
                 raise TypeError(msg)
-            x = x.detach()
         else:
             x = np.asarray(x)
             if x.dtype.kind != "f":
@@ -274,36 +292,55 @@ class GaussianStats:
         if x.ndim != 3:
             msg = f"x must have 3 dimensions (B, P, d); got shape {tuple(x.shape)}"
             raise ValueError(msg)
-        batch, positions, dim = (int(s) for s in x.shape)
-        self._check_shape(positions, dim, "x")
-        if batch == 0:
+        self._check_shape(int(x.shape[1]), int(x.shape[2]), "x")
+        if x.shape[0] == 0:
             return self
         _arrays.check_finite(x, "x")
-        n_a, n = self.count, self.count + batch
-        # Chan et al.: M = M_a + M_batch + delta delta^T * n_a * n_b / n, mean += delta * n_b / n.
-        weight = n_a * batch / n
-        shared = np.zeros((dim, dim)) if self.covariance_type == "shared" else None
-        step = _positions_per_chunk(dim)
-        rows, cols = np.tril_indices(dim)
-        for p0 in range(0, positions, step):
-            part = x[:, p0 : p0 + step]
-            chunk = _float64_copy(part, kind.torch)
-            batch_mean = chunk.mean(axis=0)
-            chunk -= batch_mean
-            delta = batch_mean - self._mean[p0 : p0 + step]
-            if shared is not None:
-                flat = chunk.reshape(-1, dim)
-                shared += flat.T @ flat + weight * (delta.T @ delta)
-            else:
-                columns = chunk.transpose(1, 2, 0)  # (c, d, B)
-                scatter = columns @ columns.transpose(0, 2, 1)
-                scatter += weight * (delta[:, :, None] * delta[:, None, :])
-                self._scatter[p0 : p0 + step] += scatter[:, rows, cols]
-            self._mean[p0 : p0 + step] += delta * (batch / n)
-        if shared is not None:
-            self._scatter += shared
-        self.count = n
+        if kind.torch:
+            import torch
+
+            dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+            host = x.detach().to("cpu", dtype=dtype, copy=True).numpy()
+        else:
+            host = np.array(x, dtype=np.float64 if x.dtype == np.float64 else np.float32)
+        self._pending.append(host)
+        if sum(batch.nbytes for batch in self._pending) >= self.buffer_bytes:
+            self._flush()
         return self
+
+    def _flush(self) -> None:
+        """Merges the buffered batches (Chan et al.): for each chunk of positions, the centred
+        rows and one row sqrt(n_a n_b / n) * (mean_b - mean_a) give the batch scatter plus the
+        mean-shift correction in one GEMM."""
+        if not self._pending:
+            return
+        batch = sum(b.shape[0] for b in self._pending)
+        n = self._count + batch
+        shift_weight = np.sqrt(self._count * batch / n)
+        dim = self.dim
+        lower = _lower_flat_indices(dim)
+        shared = self.covariance_type == "shared"
+        step = _positions_per_chunk(dim)
+        for p0 in range(0, self.positions, step):
+            p1 = min(p0 + step, self.positions)
+            rows = np.empty((p1 - p0, batch + 1, dim))  # (c, n_b + 1, d)
+            first = 0
+            for b in self._pending:
+                rows[:, first : first + b.shape[0]] = b[:, p0:p1].transpose(1, 0, 2)
+                first += b.shape[0]
+            batch_mean = rows[:, :batch].mean(axis=1)
+            rows[:, :batch] -= batch_mean[:, None]
+            delta = batch_mean - self._mean[p0:p1]
+            rows[:, batch] = shift_weight * delta
+            if shared:
+                flat = rows.reshape(-1, dim)
+                self._scatter += flat.T @ flat
+            else:
+                scatter = rows.transpose(0, 2, 1) @ rows
+                self._scatter[p0:p1] += scatter.reshape(p1 - p0, dim * dim)[:, lower]
+            self._mean[p0:p1] += delta * (batch / n)
+        self._pending.clear()
+        self._count = n
 
     def merge(self, other: GaussianStats) -> GaussianStats:
         """Adds the images another GaussianStats has seen (same P, d and covariance type).
@@ -317,10 +354,12 @@ class GaussianStats:
         if other.covariance_type != self.covariance_type:
             msg = f"cannot merge covariance={other.covariance_type!r} statistics into {self.covariance_type!r} ones"
             raise ValueError(msg)
+        other._flush()
         if other.count == 0:
             return self
         self._check_shape(other.positions, other.dim, "other")
-        n_a, n_b = self.count, other.count
+        self._flush()
+        n_a, n_b = self._count, other._count
         n = n_a + n_b
         weight = n_a * n_b / n
         delta = other._mean - self._mean
@@ -335,7 +374,7 @@ class GaussianStats:
                     part[:, rows] * part[:, cols]
                 )
         self._mean += delta * (n_b / n)
-        self.count = n
+        self._count = n
         return self
 
     # -- results --
@@ -350,22 +389,23 @@ class GaussianStats:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the accumulators (fixed by P and d)."""
-        return 0 if self._mean is None else self._mean.nbytes + self._scatter.nbytes
+        """Bytes held: the statistics (fixed by P and d) and the batches not merged yet."""
+        if self._mean is None:
+            return 0
+        return self._mean.nbytes + self._scatter.nbytes + sum(b.nbytes for b in self._pending)
 
     def _require(self, minimum: int) -> None:
-        if self.count < minimum:
-            msg = f"GaussianStats needs at least {minimum} image{'s' if minimum > 1 else ''}; it has seen {self.count}"
+        self._flush()
+        if self._count < minimum:
+            msg = f"GaussianStats needs at least {minimum} image{'s' if minimum > 1 else ''}; it has seen {self._count}"
             raise ValueError(msg)
 
-    def _covariance_chunk(self, p0: int, p1: int) -> np.ndarray:
-        """Unbiased covariances of positions [p0, p1) as a (c, d, d) float64 array."""
+    def _lower_covariance_chunk(self, p0: int, p1: int) -> np.ndarray:
+        """Unbiased covariances of positions [p0, p1): (c, d, d) float64, lower triangle only."""
         dim = self.dim
-        rows, cols = np.tril_indices(dim)
-        cov = np.empty((p1 - p0, dim, dim))
-        cov[:, rows, cols] = self._scatter[p0:p1] / (self.count - 1)
-        cov[:, cols, rows] = cov[:, rows, cols]
-        return cov
+        cov = np.zeros((p1 - p0, dim * dim))
+        cov[:, _lower_flat_indices(dim)] = self._scatter[p0:p1] / (self._count - 1)
+        return cov.reshape(p1 - p0, dim, dim)
 
     def covariance(self) -> np.ndarray:
         """Unbiased (ddof = 1) covariances: (P, d, d) float64, or (d, d) for "shared".
@@ -375,8 +415,12 @@ class GaussianStats:
         """
         self._require(2)
         if self.covariance_type == "shared":
-            return self._scatter / (self.positions * (self.count - 1))
-        return self._covariance_chunk(0, self.positions)
+            return self._scatter / (self.positions * (self._count - 1))
+        lower = self._lower_covariance_chunk(0, self.positions)
+        full = lower + lower.transpose(0, 2, 1)
+        diagonal = np.arange(self.dim)
+        full[:, diagonal, diagonal] = lower[:, diagonal, diagonal]
+        return full
 
     def cholesky_factors(self, regularization: float = 0.01) -> np.ndarray:
         """Packed float32 Cholesky factors of ``covariance + regularization * I`` for
@@ -390,7 +434,8 @@ class GaussianStats:
         step = _positions_per_chunk(self.dim)
         for p0 in range(0, self.positions, step):
             p1 = min(p0 + step, self.positions)
-            out[p0:p1] = _factor_chunk(self._covariance_chunk(p0, p1), regularization, p0)
+            # numpy's Cholesky reads only the lower triangle
+            out[p0:p1] = _factor_chunk(self._lower_covariance_chunk(p0, p1), regularization, p0)
         return out
 
     def __repr__(self) -> str:
@@ -398,5 +443,3 @@ class GaussianStats:
             f"GaussianStats(covariance={self.covariance_type!r}, count={self.count}, positions={self.positions}, "
             f"dim={self.dim})"
         )
-
-

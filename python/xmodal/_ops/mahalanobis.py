@@ -34,6 +34,11 @@ def _packed_size(dim: int) -> int:
     return dim * (dim + 1) // 2
 
 
+def _factors_buffer(positions: int, dim: int) -> np.ndarray:
+    # On huge pages where the OS allows it: inference streams through all of it per image.
+    return _arrays.empty(_arrays.ArrayKind(False), (positions, _packed_size(dim)), np.float32)
+
+
 def _lower_flat_indices(dim: int) -> np.ndarray:
     """Indices of the lower triangle (row by row) in a flattened d x d matrix: the packed order."""
     rows, cols = np.tril_indices(dim)
@@ -181,7 +186,7 @@ def cholesky_factors(covariance, regularization: float = 0.01):
         msg = f"covariance must have shape (P, d, d) or (d, d) with d >= 1; got {tuple(covariance.shape)}"
         raise ValueError(msg)
     positions, dim = int(cov.shape[0]), int(cov.shape[1])
-    out = np.empty((positions, _packed_size(dim)), np.float32)
+    out = _factors_buffer(positions, dim)
     step = _positions_per_chunk(dim)
     for p0 in range(0, positions, step):
         part = cov[p0 : p0 + step]
@@ -430,7 +435,7 @@ class GaussianStats:
         regularization = _arrays.number(regularization, "regularization", minimum=0.0)
         if self.covariance_type == "shared":
             return _factor_chunk(self.covariance()[None], regularization, 0)
-        out = np.empty((self.positions, _packed_size(self.dim)), np.float32)
+        out = _factors_buffer(self.positions, self.dim)
         step = _positions_per_chunk(self.dim)
         for p0 in range(0, self.positions, step):
             p1 = min(p0 + step, self.positions)

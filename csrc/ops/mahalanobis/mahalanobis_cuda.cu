@@ -70,7 +70,7 @@ void mahalanobis_cuda(const float* x, int64_t batch, int64_t positions, int64_t 
   XMODAL_CHECK(row_bytes <= kSharedBytes, "mahalanobis on CUDA supports d <= ", kSharedBytes / sizeof(double),
                "; got d=", dim);
   if (batch == 0 || positions == 0) return;
-  const int warps = static_cast<int>(std::min<int64_t>(kMaxWarpsPerBlock, kSharedBytes / row_bytes));
+  const int warps = static_cast<int>(std::min<int64_t>({kMaxWarpsPerBlock, kSharedBytes / row_bytes, batch}));
   const int64_t image_blocks = (batch + warps - 1) / warps;
   XMODAL_CHECK(positions <= INT_MAX && image_blocks <= 65535, "mahalanobis on CUDA supports P < 2^31 and B <= ",
                65535 * warps, "; got P=", positions, " B=", batch);

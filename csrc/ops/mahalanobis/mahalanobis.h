@@ -46,8 +46,8 @@ void mahalanobis_cpu(const float* x, int64_t batch, int64_t positions, int64_t d
                      const float* factors, bool shared, float* dist);
 
 // CUDA version: device pointers, queued on `stream`, the same float64 substitution for full and
-// shared factors. `status` (device int32, zeroed by the caller) is set to 1 + the first bad
-// position when a factor diagonal or a distance is invalid (the caller raises).
+// shared factors. `status` (device int32, zeroed by the caller) is set to 1 + a bad position
+// when a factor diagonal or a distance is invalid (the caller raises).
 void mahalanobis_cuda(const float* x, int64_t batch, int64_t positions, int64_t dim, const float* mean,
                       const float* factors, bool shared, float* dist, int32_t* status, void* stream);
 

@@ -239,6 +239,10 @@ def test_cholesky_factors_reject_bad_covariances(rng):
     indefinite[3] -= 10 * np.eye(6)
     with pytest.raises(ValueError, match=r"position 3 is not positive definite .*smallest eigenvalue -"):
         xmodal.ops.cholesky_factors(indefinite)
+    many = np.concatenate([cov] * 8)  # 32 positions, factored in parallel: the lowest bad one is named
+    many[[29, 9, 17]] -= 10 * np.eye(6)
+    with pytest.raises(ValueError, match="position 9 is not positive definite"):
+        xmodal.ops.cholesky_factors(many)
     asymmetric = cov.copy()
     asymmetric[1, 0, 5] += 1.0
     with pytest.raises(ValueError, match="covariance of position 1 is not symmetric"):

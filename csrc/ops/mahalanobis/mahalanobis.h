@@ -45,6 +45,14 @@ XMODAL_HD int64_t packed_row_offset(int64_t i) { return i * (i + 1) / 2; }
 void mahalanobis_cpu(const float* x, int64_t batch, int64_t positions, int64_t dim, const float* mean,
                      const float* factors, bool shared, float* dist);
 
+// The fit's factors: for `count` symmetric d x d float64 matrices S_p given as packed lower
+// triangles (same layout as the factors), the Cholesky factor of scale * S_p + regularization * I,
+// computed in float64 (LAPACK dpotrf, one matrix per thread) and packed to float32 into
+// `factors`. PaDiM: S_p = the scatter matrix of position p, scale = 1 / (N - 1), 0.01.
+// Returns the lowest index whose matrix is not positive definite, or -1 when all are.
+int64_t gaussian_factors_cpu(const double* packed, int64_t count, int64_t dim, double scale, double regularization,
+                             float* factors);
+
 // CUDA version: device pointers, queued on `stream`, the same float64 substitution for full and
 // shared factors. `status` (device int32, zeroed by the caller) is set to 1 + a bad position
 // when a factor diagonal or a distance is invalid (the caller raises).

@@ -1,12 +1,22 @@
+#include <cblas.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
+#include <mutex>
 #include <vector>
 
 #include "common/blas.h"
 #include "common/check.h"
 #include "common/parallel.h"
 #include "ops/mahalanobis/mahalanobis.h"
+
+// LAPACK's Cholesky factorisation from xmodal's OpenBLAS (the scipy-openblas32 wheel prefixes
+// its symbols with scipy_ and uses 32-bit integers); the trailing argument is Fortran's hidden
+// length of `uplo`.
+extern "C" void scipy_dpotrf_(const char* uplo, const int32_t* n, double* a, const int32_t* lda, int32_t* info,
+                              size_t uplo_length);
 
 namespace xmodal {
 namespace {
@@ -167,7 +177,54 @@ void shared_cpu(const float* x, int64_t batch, int64_t positions, int64_t dim, c
   errors.rethrow();
 }
 
+// Cholesky factor of scale * S + regularization * I in place in `work` (d x d, row-major, lower
+// triangle filled); false when not positive definite. A row-major lower triangle is the
+// column-major upper one, hence LAPACK's "U".
+bool factor_in_place(const double* packed, int64_t dim, double scale, double regularization, double* work) {
+  for (int64_t i = 0; i < dim; ++i) {
+    const double* row = packed + packed_row_offset(i);
+    for (int64_t j = 0; j <= i; ++j) work[i * dim + j] = scale * row[j];
+    work[i * dim + i] += regularization;
+  }
+  const char upper = 'U';
+  const int32_t n = static_cast<int32_t>(dim);
+  int32_t info = 0;
+  scipy_dpotrf_(&upper, &n, work, &n, &info, 1);
+  return info == 0;
+}
+
 }  // namespace
+
+int64_t gaussian_factors_cpu(const double* packed, int64_t count, int64_t dim, double scale, double regularization,
+                             float* factors) {
+  XMODAL_CHECK(count >= 0 && dim >= 1 && dim <= std::numeric_limits<int32_t>::max(),
+               "gaussian_factors: bad sizes count=", count, " d=", dim);
+  // This OpenBLAS is xmodal's own copy (blas.cpp); one thread per factorisation, ours parallel.
+  static std::once_flag single_threaded;
+  std::call_once(single_threaded, [] { scipy_openblas_set_num_threads(1); });
+  const int64_t size = packed_row_offset(dim);
+  std::atomic<int64_t> failed{count};
+  ParallelErrors errors;
+#pragma omp parallel
+  {
+    std::vector<double> work(static_cast<size_t>(dim * dim));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t p = 0; p < count; ++p) errors.run([&] {
+      if (!factor_in_place(packed + p * size, dim, scale, regularization, work.data())) {
+        int64_t seen = failed.load();
+        while (p < seen && !failed.compare_exchange_weak(seen, p)) {
+        }
+        return;
+      }
+      float* out = factors + p * size;
+      for (int64_t i = 0; i < dim; ++i) {
+        for (int64_t j = 0; j <= i; ++j) out[packed_row_offset(i) + j] = static_cast<float>(work[i * dim + j]);
+      }
+    });
+  }
+  errors.rethrow();
+  return failed.load() < count ? failed.load() : -1;
+}
 
 void mahalanobis_cpu(const float* x, int64_t batch, int64_t positions, int64_t dim, const float* mean,
                      const float* factors, bool shared, float* dist) {

@@ -112,30 +112,26 @@ def mahalanobis(x, mean, factors):
 # --- Cholesky factors -------------------------------------------------------------------------
 
 
-def _not_positive_definite(cov: np.ndarray, position: int, regularization: float) -> ValueError:
-    smallest = float(np.linalg.eigvalsh(cov)[0])
-    msg = (
-        f"covariance of position {position} is not positive definite after adding {regularization:g}*I "
-        f"(smallest eigenvalue {smallest:.6g}); increase regularization or check the features"
-    )
-    return ValueError(msg)
+def _factor_packed(packed: np.ndarray, scale: float, regularization: float, first_position: int,
+                   out: np.ndarray) -> None:
+    """``out`` = packed float32 Cholesky factors of ``scale * S + regularization * I`` for (c, T)
+    packed float64 lower triangles S (native: float64 LAPACK, one matrix per thread)."""
+    failed = C.gaussian_factors_cpu(packed, scale, regularization, out)
+    if failed >= 0:
+        dim = _dim_of_packed(packed.shape[1])
+        lower = np.zeros(dim * dim)
+        lower[_lower_flat_indices(dim)] = scale * packed[failed]
+        matrix = lower.reshape(dim, dim) + regularization * np.eye(dim)
+        smallest = float(np.linalg.eigvalsh(matrix)[0])  # reads the lower triangle
+        msg = (
+            f"covariance of position {first_position + failed} is not positive definite after adding "
+            f"{regularization:g}*I (smallest eigenvalue {smallest:.6g}); increase regularization or check the features"
+        )
+        raise ValueError(msg)
 
 
-def _factor_chunk(cov: np.ndarray, regularization: float, first_position: int) -> np.ndarray:
-    """Packed float32 Cholesky factors of a (c, d, d) float64 chunk (modified in place: + reg*I)."""
-    dim = cov.shape[-1]
-    diagonal = np.arange(dim)
-    cov[:, diagonal, diagonal] += regularization
-    try:
-        lower = np.linalg.cholesky(cov)
-    except np.linalg.LinAlgError:
-        for i in range(cov.shape[0]):
-            try:
-                np.linalg.cholesky(cov[i])
-            except np.linalg.LinAlgError:
-                raise _not_positive_definite(cov[i], first_position + i, regularization) from None
-        raise
-    return lower.reshape(lower.shape[0], dim * dim)[:, _lower_flat_indices(dim)].astype(np.float32)
+def _dim_of_packed(size: int) -> int:
+    return int(round((np.sqrt(8 * size + 1) - 1) / 2))
 
 
 def _check_symmetric(cov: np.ndarray, first_position: int) -> None:
@@ -195,7 +191,8 @@ def cholesky_factors(covariance, regularization: float = 0.01):
             msg = f"covariance contains NaN or infinite values (positions {p0}..{p0 + chunk.shape[0] - 1})"
             raise ValueError(msg)
         _check_symmetric(chunk, p0)
-        out[p0 : p0 + chunk.shape[0]] = _factor_chunk(chunk, regularization, p0)
+        packed = np.take(chunk.reshape(chunk.shape[0], dim * dim), _lower_flat_indices(dim), axis=1)
+        _factor_packed(packed, 1.0, regularization, p0, out[p0 : p0 + chunk.shape[0]])
     if kind.torch:
         import torch
 
@@ -342,7 +339,7 @@ class GaussianStats:
                 self._scatter += flat.T @ flat
             else:
                 scatter = rows.transpose(0, 2, 1) @ rows
-                self._scatter[p0:p1] += scatter.reshape(p1 - p0, dim * dim)[:, lower]
+                self._scatter[p0:p1] += np.take(scatter.reshape(p1 - p0, dim * dim), lower, axis=1)
             self._mean[p0:p1] += delta * (batch / n)
         self._pending.clear()
         self._count = n
@@ -405,13 +402,6 @@ class GaussianStats:
             msg = f"GaussianStats needs at least {minimum} image{'s' if minimum > 1 else ''}; it has seen {self._count}"
             raise ValueError(msg)
 
-    def _lower_covariance_chunk(self, p0: int, p1: int) -> np.ndarray:
-        """Unbiased covariances of positions [p0, p1): (c, d, d) float64, lower triangle only."""
-        dim = self.dim
-        cov = np.zeros((p1 - p0, dim * dim))
-        cov[:, _lower_flat_indices(dim)] = self._scatter[p0:p1] / (self._count - 1)
-        return cov.reshape(p1 - p0, dim, dim)
-
     def covariance(self) -> np.ndarray:
         """Unbiased (ddof = 1) covariances: (P, d, d) float64, or (d, d) for "shared".
 
@@ -421,7 +411,10 @@ class GaussianStats:
         self._require(2)
         if self.covariance_type == "shared":
             return self._scatter / (self.positions * (self._count - 1))
-        lower = self._lower_covariance_chunk(0, self.positions)
+        dim = self.dim
+        lower = np.zeros((self.positions, dim * dim))
+        lower[:, _lower_flat_indices(dim)] = self._scatter / (self._count - 1)
+        lower = lower.reshape(self.positions, dim, dim)
         full = lower + lower.transpose(0, 2, 1)
         diagonal = np.arange(self.dim)
         full[:, diagonal, diagonal] = lower[:, diagonal, diagonal]
@@ -430,17 +423,16 @@ class GaussianStats:
     def cholesky_factors(self, regularization: float = 0.01) -> np.ndarray:
         """Packed float32 Cholesky factors of ``covariance + regularization * I`` for
         :func:`mahalanobis`: (P, d*(d+1)/2), or (1, d*(d+1)/2) for "shared". Computed in float64
-        chunk by chunk, so only the float32 result grows with P."""
+        straight from the packed statistics (no P x d x d array)."""
         self._require(2)
         regularization = _arrays.number(regularization, "regularization", minimum=0.0)
         if self.covariance_type == "shared":
-            return _factor_chunk(self.covariance()[None], regularization, 0)
+            out = _factors_buffer(1, self.dim)
+            packed = np.take(self._scatter.reshape(1, -1), _lower_flat_indices(self.dim), axis=1)
+            _factor_packed(packed, 1.0 / (self.positions * (self._count - 1)), regularization, 0, out)
+            return out
         out = _factors_buffer(self.positions, self.dim)
-        step = _positions_per_chunk(self.dim)
-        for p0 in range(0, self.positions, step):
-            p1 = min(p0 + step, self.positions)
-            # numpy's Cholesky reads only the lower triangle
-            out[p0:p1] = _factor_chunk(self._lower_covariance_chunk(p0, p1), regularization, p0)
+        _factor_packed(self._scatter, 1.0 / (self._count - 1), regularization, 0, out)
         return out
 
     def __repr__(self) -> str:

@@ -29,6 +29,7 @@ xmodal: ``GaussianStats.update`` per batch (float64, nothing kept per image),
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import numpy as np
@@ -181,7 +182,7 @@ def inference_section(quick: bool) -> str:
 
 
 def fit_section(quick: bool, positions: int, train: int, batch: int = 8) -> str:
-    grid = int(round(positions**0.5))
+    grid = math.isqrt(positions)
     if grid * grid != positions:
         raise SystemExit(f"--fit-positions must be a square (grid x grid); got {positions}")
     if quick:

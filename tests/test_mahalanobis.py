@@ -296,7 +296,7 @@ def test_shared_statistics_pool_the_per_position_covariances(rng):
     assert np.max(np.abs(stats.covariance() - want)) <= 1e-10 * np.max(np.abs(want))
     np.testing.assert_allclose(stats.mean, everything.mean(axis=0), rtol=1e-12)
     assert stats.cholesky_factors().shape == (1, 45)
-    assert stats.nbytes == (6 * 9 + 9 * 9) * 8
+    assert stats.nbytes == (6 * 9 + 45) * 8  # means + one packed scatter matrix
 
 
 @pytest.mark.parametrize("covariance", ["full", "shared"])

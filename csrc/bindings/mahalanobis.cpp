@@ -62,9 +62,20 @@ int64_t gaussian_factors_cpu_binding(CpuIn<double> packed, double scale, double 
   return gaussian_factors_cpu(packed.data(), dim(packed, 0), features, scale, regularization, factors.data());
 }
 
+void gaussian_accumulate_cpu_binding(CpuIn<double> rows, CpuOut<double> scatter) {
+  require_ndim(rows, 3, "rows");
+  require_ndim(scatter, 2, "scatter");
+  require_dim(scatter, 0, dim(rows, 0), "scatter");
+  XMODAL_CHECK(dim(rows, 2) >= 1, "rows must have at least one feature; got d=0");
+  require_dim(scatter, 1, packed_row_offset(dim(rows, 2)), "scatter");
+  gaussian_accumulate_cpu(rows.data(), dim(rows, 0), dim(rows, 1), dim(rows, 2), scatter.data());
+}
+
 }  // namespace
 
 void bind_mahalanobis(nb::module_& m) {
+  m.def("gaussian_accumulate_cpu", &gaussian_accumulate_cpu_binding, nb::arg("rows").noconvert(),
+        nb::arg("scatter").noconvert(), nb::call_guard<nb::gil_scoped_release>());
   m.def("gaussian_factors_cpu", &gaussian_factors_cpu_binding, nb::arg("packed").noconvert(), nb::arg("scale"),
         nb::arg("regularization"), nb::arg("factors").noconvert(), nb::call_guard<nb::gil_scoped_release>());
   m.def("mahalanobis_cpu", &mahalanobis_cpu_binding, nb::arg("x").noconvert(), nb::arg("mean").noconvert(),

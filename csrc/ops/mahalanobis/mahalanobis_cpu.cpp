@@ -177,6 +177,13 @@ void shared_cpu(const float* x, int64_t batch, int64_t positions, int64_t dim, c
   errors.rethrow();
 }
 
+// OpenBLAS calls made here run inside our OpenMP threads. This OpenBLAS is xmodal's own copy
+// (blas.cpp), so setting it to one thread affects nothing else.
+void single_threaded_openblas() {
+  static std::once_flag once;
+  std::call_once(once, [] { scipy_openblas_set_num_threads(1); });
+}
+
 // Cholesky factor of scale * S + regularization * I in place in `work` (d x d, row-major, lower
 // triangle filled); false when not positive definite. A row-major lower triangle is the
 // column-major upper one, hence LAPACK's "U".
@@ -195,13 +202,39 @@ bool factor_in_place(const double* packed, int64_t dim, double scale, double reg
 
 }  // namespace
 
+void gaussian_accumulate_cpu(const double* rows, int64_t count, int64_t m, int64_t dim, double* scatter) {
+  XMODAL_CHECK(count >= 0 && m >= 0 && dim >= 1 && dim <= std::numeric_limits<int32_t>::max() &&
+                   m <= std::numeric_limits<int32_t>::max(),
+               "gaussian_accumulate: bad sizes count=", count, " m=", m, " d=", dim);
+  if (m == 0) return;
+  single_threaded_openblas();
+  const int64_t size = packed_row_offset(dim);
+  ParallelErrors errors;
+#pragma omp parallel
+  {
+    std::vector<double> product(static_cast<size_t>(dim * dim));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t f = 0; f < count; ++f) errors.run([&] {
+      const blasint n = static_cast<blasint>(dim), k = static_cast<blasint>(m);
+      scipy_cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, n, k, 1.0, rows + f * m * dim, n, 0.0, product.data(),
+                        n);
+      double* out = scatter + f * size;
+      for (int64_t i = 0; i < dim; ++i) {
+        const double* row = product.data() + i * dim;
+        double* packed = out + packed_row_offset(i);
+#pragma omp simd
+        for (int64_t j = 0; j <= i; ++j) packed[j] += row[j];
+      }
+    });
+  }
+  errors.rethrow();
+}
+
 int64_t gaussian_factors_cpu(const double* packed, int64_t count, int64_t dim, double scale, double regularization,
                              float* factors) {
   XMODAL_CHECK(count >= 0 && dim >= 1 && dim <= std::numeric_limits<int32_t>::max(),
                "gaussian_factors: bad sizes count=", count, " d=", dim);
-  // This OpenBLAS is xmodal's own copy (blas.cpp); one thread per factorisation, ours parallel.
-  static std::once_flag single_threaded;
-  std::call_once(single_threaded, [] { scipy_openblas_set_num_threads(1); });
+  single_threaded_openblas();
   const int64_t size = packed_row_offset(dim);
   std::atomic<int64_t> failed{count};
   ParallelErrors errors;

@@ -112,13 +112,12 @@ def mahalanobis(x, mean, factors):
 # --- Cholesky factors -------------------------------------------------------------------------
 
 
-def _factor_packed(packed: np.ndarray, scale: float, regularization: float, first_position: int,
+def _factor_packed(packed: np.ndarray, dim: int, scale: float, regularization: float, first_position: int,
                    out: np.ndarray) -> None:
     """``out`` = packed float32 Cholesky factors of ``scale * S + regularization * I`` for (c, T)
     packed float64 lower triangles S (native: float64 LAPACK, one matrix per thread)."""
     failed = C.gaussian_factors_cpu(packed, scale, regularization, out)
     if failed >= 0:
-        dim = _dim_of_packed(packed.shape[1])
         lower = np.zeros(dim * dim)
         lower[_lower_flat_indices(dim)] = scale * packed[failed]
         matrix = lower.reshape(dim, dim) + regularization * np.eye(dim)
@@ -128,10 +127,6 @@ def _factor_packed(packed: np.ndarray, scale: float, regularization: float, firs
             f"{regularization:g}*I (smallest eigenvalue {smallest:.6g}); increase regularization or check the features"
         )
         raise ValueError(msg)
-
-
-def _dim_of_packed(size: int) -> int:
-    return int(round((np.sqrt(8 * size + 1) - 1) / 2))
 
 
 def _check_symmetric(cov: np.ndarray, first_position: int) -> None:
@@ -192,7 +187,7 @@ def cholesky_factors(covariance, regularization: float = 0.01):
             raise ValueError(msg)
         _check_symmetric(chunk, p0)
         packed = np.take(chunk.reshape(chunk.shape[0], dim * dim), _lower_flat_indices(dim), axis=1)
-        _factor_packed(packed, 1.0, regularization, p0, out[p0 : p0 + chunk.shape[0]])
+        _factor_packed(packed, dim, 1.0, regularization, p0, out[p0 : p0 + chunk.shape[0]])
     if kind.torch:
         import torch
 
@@ -243,7 +238,7 @@ class GaussianStats:
         self.dim: int | None = None
         self._count = 0  # images merged into the statistics
         self._mean: np.ndarray | None = None
-        # full: (P, d(d+1)/2) packed lower triangles of the scatter matrices; shared: (d, d).
+        # Packed lower triangles of the scatter matrices: (P, d(d+1)/2), or (1, ...) for "shared".
         self._scatter: np.ndarray | None = None
         self._pending: list[np.ndarray] = []  # (B, P, d) host copies not merged yet
 
@@ -252,8 +247,7 @@ class GaussianStats:
     def _start(self, positions: int, dim: int) -> None:
         self.positions, self.dim = positions, dim
         self._mean = np.zeros((positions, dim))
-        shape = (dim, dim) if self.covariance_type == "shared" else (positions, _packed_size(dim))
-        self._scatter = np.zeros(shape)
+        self._scatter = np.zeros((1 if self.covariance_type == "shared" else positions, _packed_size(dim)))
 
     def _check_shape(self, positions: int, dim: int, name: str) -> None:
         if self.positions is None:
@@ -311,18 +305,17 @@ class GaussianStats:
         return self
 
     def _flush(self) -> None:
-        """Merges the buffered batches (Chan et al.): for each chunk of positions, the centred
-        rows and one row sqrt(n_a n_b / n) * (mean_b - mean_a) give the batch scatter plus the
-        mean-shift correction in one GEMM."""
+        """Merges the buffered batches (Chan et al.): per position, the centred rows plus one row
+        sqrt(n_a n_b / n) * (mean_b - mean_a) give the batch scatter and the mean-shift
+        correction in one float64 SYRK (native, one position per thread)."""
         if not self._pending:
             return
         batch = sum(b.shape[0] for b in self._pending)
         n = self._count + batch
         shift_weight = np.sqrt(self._count * batch / n)
         dim = self.dim
-        lower = _lower_flat_indices(dim)
         shared = self.covariance_type == "shared"
-        step = _positions_per_chunk(dim)
+        step = max(1, _CHUNK_BYTES // (8 * (batch + 1) * dim))
         for p0 in range(0, self.positions, step):
             p1 = min(p0 + step, self.positions)
             rows = np.empty((p1 - p0, batch + 1, dim))  # (c, n_b + 1, d)
@@ -335,11 +328,12 @@ class GaussianStats:
             delta = batch_mean - self._mean[p0:p1]
             rows[:, batch] = shift_weight * delta
             if shared:
-                flat = rows.reshape(-1, dim)
-                self._scatter += flat.T @ flat
+                # per-position products first, summed in position order (independent of threads)
+                products = np.zeros((p1 - p0, self._scatter.shape[1]))
+                C.gaussian_accumulate_cpu(rows, products)
+                self._scatter += products.sum(axis=0)
             else:
-                scatter = rows.transpose(0, 2, 1) @ rows
-                self._scatter[p0:p1] += np.take(scatter.reshape(p1 - p0, dim * dim), lower, axis=1)
+                C.gaussian_accumulate_cpu(rows, self._scatter[p0:p1])
             self._mean[p0:p1] += delta * (batch / n)
         self._pending.clear()
         self._count = n
@@ -363,18 +357,13 @@ class GaussianStats:
         self._flush()
         n_a, n_b = self._count, other._count
         n = n_a + n_b
-        weight = n_a * n_b / n
         delta = other._mean - self._mean
-        if self.covariance_type == "shared":
-            self._scatter += other._scatter + weight * (delta.T @ delta)
-        else:
-            rows, cols = np.tril_indices(self.dim)
-            step = _positions_per_chunk(self.dim)
-            for p0 in range(0, self.positions, step):
-                part = delta[p0 : p0 + step]
-                self._scatter[p0 : p0 + step] += other._scatter[p0 : p0 + step] + weight * (
-                    part[:, rows] * part[:, cols]
-                )
+        # the mean-shift correction n_a n_b / n * delta delta^T, as a one-row product per position
+        # (for "shared": one product over the P rows)
+        shift = np.sqrt(n_a * n_b / n) * delta
+        shift = shift[None] if self.covariance_type == "shared" else shift[:, None, :]
+        self._scatter += other._scatter
+        C.gaussian_accumulate_cpu(np.ascontiguousarray(shift), self._scatter)
         self._mean += delta * (n_b / n)
         self._count = n
         return self
@@ -409,16 +398,15 @@ class GaussianStats:
         factors use :meth:`cholesky_factors`, which works chunk by chunk.
         """
         self._require(2)
-        if self.covariance_type == "shared":
-            return self._scatter / (self.positions * (self._count - 1))
-        dim = self.dim
-        lower = np.zeros((self.positions, dim * dim))
-        lower[:, _lower_flat_indices(dim)] = self._scatter / (self._count - 1)
-        lower = lower.reshape(self.positions, dim, dim)
+        dim, count = self.dim, self._scatter.shape[0]
+        scale = (self.positions if self.covariance_type == "shared" else 1) * (self._count - 1)
+        lower = np.zeros((count, dim * dim))
+        lower[:, _lower_flat_indices(dim)] = self._scatter / scale
+        lower = lower.reshape(count, dim, dim)
         full = lower + lower.transpose(0, 2, 1)
-        diagonal = np.arange(self.dim)
+        diagonal = np.arange(dim)
         full[:, diagonal, diagonal] = lower[:, diagonal, diagonal]
-        return full
+        return full[0] if self.covariance_type == "shared" else full
 
     def cholesky_factors(self, regularization: float = 0.01) -> np.ndarray:
         """Packed float32 Cholesky factors of ``covariance + regularization * I`` for
@@ -426,13 +414,10 @@ class GaussianStats:
         straight from the packed statistics (no P x d x d array)."""
         self._require(2)
         regularization = _arrays.number(regularization, "regularization", minimum=0.0)
-        if self.covariance_type == "shared":
-            out = _factors_buffer(1, self.dim)
-            packed = np.take(self._scatter.reshape(1, -1), _lower_flat_indices(self.dim), axis=1)
-            _factor_packed(packed, 1.0 / (self.positions * (self._count - 1)), regularization, 0, out)
-            return out
-        out = _factors_buffer(self.positions, self.dim)
-        _factor_packed(self._scatter, 1.0 / (self._count - 1), regularization, 0, out)
+        shared = self.covariance_type == "shared"
+        out = _factors_buffer(self._scatter.shape[0], self.dim)
+        scale = 1.0 / ((self.positions if shared else 1) * (self._count - 1))
+        _factor_packed(self._scatter, self.dim, scale, regularization, 0, out)
         return out
 
     def __repr__(self) -> str:

@@ -143,6 +143,24 @@ def test_results_do_not_depend_on_the_thread_count(rng):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("covariance", ["full", "shared"])
+def test_statistics_do_not_depend_on_the_thread_count(rng, covariance):
+    batches = feature_batches(rng, [7, 5], positions=40, dim=33)
+    threads = xmodal.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            xmodal.set_num_threads(count)
+            stats = xmodal.ops.GaussianStats(covariance, buffer_bytes=0)
+            for batch in batches:
+                stats.update(batch)
+            results.append((stats.covariance(), stats.cholesky_factors()))
+    finally:
+        xmodal.set_num_threads(threads)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_bad_input_names_the_argument(rng):
     x, mean, cov = problem(rng, 2, 3, 4)
     factors = xmodal.ops.cholesky_factors(cov)

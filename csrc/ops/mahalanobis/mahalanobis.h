@@ -45,7 +45,8 @@ XMODAL_HD int64_t packed_row_offset(int64_t i) { return i * (i + 1) / 2; }
 void mahalanobis_cpu(const float* x, int64_t batch, int64_t positions, int64_t dim, const float* mean,
                      const float* factors, bool shared, float* dist);
 
-// The fit's statistics: scatter[f] += the packed lower triangle of rows[f]^T rows[f] for each
+// Fit-time helpers, host only (the fit accumulates in float64 on the CPU, wherever the features
+// come from). The fit's statistics: scatter[f] += the packed lower triangle of rows[f]^T rows[f] for each
 // of `count` float64 (m, d) row blocks (a float64 SYRK per block, one block per thread; PaDiM:
 // the centred feature vectors of one position). Deterministic whatever the thread count.
 void gaussian_accumulate_cpu(const double* rows, int64_t count, int64_t m, int64_t dim, double* scatter);

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 
 import numpy as np
@@ -37,7 +38,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 import xmodal
-from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, median_time, peak_extra_memory
+from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, peak_extra_memory, steady_state_malloc
 
 DIM = 550
 REGULARIZATION = 0.01
@@ -145,6 +146,21 @@ def relative_errors(values, reference):
     return max(float(np.max(np.abs(flat[:, p].double().numpy() / ref - 1))) for p, ref in reference.items())
 
 
+def interleaved_medians(fns, repeat: int):
+    """Median seconds of each function, their runs alternating (after one warm-up run each), so a
+    change in the machine's load affects every side alike."""
+    times = [[] for _ in fns]
+    with steady_state_malloc():
+        for fn in fns:
+            fn()
+        for _ in range(repeat):
+            for fn, recorded in zip(fns, times, strict=True):
+                t0 = time.perf_counter()
+                fn()
+                recorded.append(time.perf_counter() - t0)
+    return [float(np.median(recorded)) for recorded in times]
+
+
 # --- the two sections ---------------------------------------------------------------------------
 
 
@@ -166,8 +182,7 @@ def inference_section(quick: bool) -> str:
         peer_fn = lambda x=x: peer_distances(x, peer_mean, inv_covariance)  # noqa: E731
         ours, ours_peak = peak_extra_memory(ours_fn)
         peer, peer_peak = peak_extra_memory(peer_fn)
-        ours_time = median_time(ours_fn, repeat=5)
-        peer_time = median_time(peer_fn, repeat=3 if batch == 1 else 1, warmup=1 if batch == 1 else 0)
+        ours_time, peer_time = interleaved_medians([ours_fn, peer_fn], repeat=5 if batch == 1 else 2)
         ref = reference_distances(x, mean, reference)
         agreement = float((ours - peer).abs().max() / peer.abs().max())
         rows.append([f"P={positions}, d={DIM}, B={batch}", fmt_seconds(peer_time), fmt_seconds(ours_time),
@@ -226,13 +241,15 @@ def main() -> None:
         # torch.linalg.inv the peer fits with fail ("Pivots given to lu_solve ...").
         torch.set_num_threads(xmodal.get_num_threads())
     print("## bench_padim\n")
-    print(machine_line() + f"; torch {torch.__version__}, {torch.get_num_threads()} threads for both\n")
+    print(machine_line() + f"; torch {torch.__version__}, {torch.get_num_threads()} threads for both; "
+          f"load average at start {os.getloadavg()[0]:.1f}\n")
     if "a" in args.sections:
         print("### (a) Mahalanobis distances per inference batch\n")
         print(inference_section(args.quick) + "\n")
     if "b" in args.sections:
         print("### (b) Fit: per-position mean and covariance, then the model\n")
         print(fit_section(args.quick, args.fit_positions, args.train) + "\n")
+    print(f"Load average at the end: {os.getloadavg()[0]:.1f} (1 min), on {os.cpu_count()} cores.")
 
 
 if __name__ == "__main__":

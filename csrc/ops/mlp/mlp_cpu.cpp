@@ -26,11 +26,22 @@ void check_mlp_chain(const std::vector<LinearLayer>& layers, int64_t in, int64_t
 namespace {
 
 constexpr int64_t kRowBlock = 128;
+constexpr int64_t kMaxRowBlock = 512;
 
 int64_t widest_output(const std::vector<LinearLayer>& layers) {
   int64_t width = 0;
   for (const LinearLayer& layer : layers) width = std::max(width, layer.out);
   return width;
+}
+
+// Rows per block. Every block reads (and sgemm packs) each weight matrix again, so large weights
+// get taller blocks: 128 rows up to ~2M weights (CFM's 768..1152 layers), up to 512 for
+// BridgeNet's 3072 x 3072 (measured 15-25 % faster than 128 there). Scratch is rows x width.
+int64_t rows_per_block(const std::vector<LinearLayer>& layers) {
+  int64_t weights = 0;
+  for (const LinearLayer& layer : layers) weights = std::max(weights, layer.in * layer.out);
+  const int64_t rows = (weights / 16384 + 63) / 64 * 64;
+  return std::clamp(rows, kRowBlock, kMaxRowBlock);
 }
 
 // One loop per activation so each vectorises without a per-element switch.
@@ -112,14 +123,15 @@ void gather_rows(const float* source, int64_t dim, const int64_t* rows, int64_t 
 void mlp_forward_cpu(const float* x, int64_t rows, const std::vector<LinearLayer>& layers, float* y) {
   check_mlp_chain(layers, -1, -1, "mlp");
   const int64_t in = layers.front().in, out = layers.back().out, width = widest_output(layers);
-  const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+  const int64_t block = rows_per_block(layers);
+  const int64_t blocks = (rows + block - 1) / block;
   ParallelErrors errors;
 #pragma omp parallel
   {
-    std::vector<float> scratch_a(static_cast<size_t>(kRowBlock * width)), scratch_b(scratch_a.size());
+    std::vector<float> scratch_a(static_cast<size_t>(block * width)), scratch_b(scratch_a.size());
 #pragma omp for schedule(dynamic, 1)
     for (int64_t b = 0; b < blocks; ++b) errors.run([&] {
-      const int64_t r0 = b * kRowBlock, count = std::min(kRowBlock, rows - r0);
+      const int64_t r0 = b * block, count = std::min(block, rows - r0);
       run_block(x + r0 * in, count, layers, scratch_a.data(), scratch_b.data(), y + r0 * out);
     });
   }

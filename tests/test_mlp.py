@@ -21,7 +21,9 @@ def as_pairs(module):
     return [m.weight.detach().numpy() for m in linears], [m.bias.detach().numpy() for m in linears]
 
 
-@pytest.mark.parametrize(("rows", "d_in", "d_out"), [(0, 8, 4), (1, 5, 3), (300, 96, 144), (257, 768, 1152)])
+@pytest.mark.parametrize(
+    ("rows", "d_in", "d_out"), [(0, 8, 4), (1, 5, 3), (300, 96, 144), (257, 768, 1152), (500, 1600, 1700)]
+)
 def test_mlp_equals_float64_reference_and_torch(rng, rows, d_in, d_out):
     module = cfm_mlp(d_in, d_out, 0)
     x = rng.standard_normal((rows, d_in)).astype(np.float32)

@@ -68,7 +68,7 @@ def mlp(x, weights, biases, activation="gelu", negative_slope=0.01, output_activ
     acts = {"gelu": gelu, "relu": lambda v: np.maximum(v, 0.0), "identity": lambda v: v, None: lambda v: v,
             "leaky_relu": lambda v: np.where(v > 0, v, negative_slope * v), "sigmoid": expit}
     h = np.asarray(x, dtype=np.float64)
-    for i, (w, b) in enumerate(zip(weights, biases)):
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         h = h @ np.asarray(w, dtype=np.float64).T
         if b is not None:
             h = h + np.asarray(b, dtype=np.float64)

@@ -59,7 +59,8 @@ def steady_state_malloc():
         libc.malloc_trim(0)
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
+    """A /proc/self/status field in KiB (VmRSS: resident set now, VmHWM: its high-water mark)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -67,29 +68,60 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def peak_extra_memory(fn: Callable[[], object]) -> tuple[object, int]:
-    """Runs fn once; returns (its result, peak extra resident bytes during the call)."""
+def measure_once(fn: Callable[[], object]) -> tuple[object, float, int]:
+    """Runs fn once; returns (its result, seconds, peak extra resident bytes during the call).
+    For peers too slow to repeat, and for whole fits."""
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current RSS
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
+    t0 = time.perf_counter()
     result = fn()
-    peak = _status_kib("VmHWM")
-    return result, max(0, peak - before) * 1024
+    seconds = time.perf_counter() - t0
+    peak = status_kib("VmHWM")
+    return result, seconds, max(0, peak - before) * 1024
 
 
-def median_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
-    """Median wall-clock seconds of fn over `repeat` runs after `warmup` runs, with glibc's
-    steady-state allocator (as in a user's long-running process)."""
-    times = []
+def peak_extra_memory(fn: Callable[[], object]) -> tuple[object, int]:
+    """Runs fn once; returns (its result, peak extra resident bytes during the call)."""
+    result, _, peak = measure_once(fn)
+    return result, peak
+
+
+def timed(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> tuple[object, float]:
+    """(last result, median wall-clock seconds) of fn over `repeat` runs after `warmup` runs,
+    with glibc's steady-state allocator (as in a user's long-running process)."""
+    times, result = [], None
     with steady_state_malloc():
         for _ in range(warmup):
             fn()
         for _ in range(repeat):
             t0 = time.perf_counter()
-            fn()
+            result = fn()
             times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return result, statistics.median(times)
+
+
+def median_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
+    """Median wall-clock seconds of fn (see :func:`timed`)."""
+    return timed(fn, repeat=repeat, warmup=warmup)[1]
+
+
+def interleaved_best(fns: dict[str, Callable[[], object]], rounds: int, warmup: bool = True) -> dict:
+    """{name: (last result, fastest seconds)} of ``rounds`` interleaved runs of every fn (after
+    one warm-up call each), with glibc's steady-state allocator. On a shared machine the fastest
+    of interleaved rounds is the least disturbed, and load changes hit every side alike."""
+    best = {name: [None, float("inf")] for name in fns}
+    with steady_state_malloc():
+        if warmup:
+            for fn in fns.values():
+                fn()
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                best[name][0] = fn()
+                best[name][1] = min(best[name][1], time.perf_counter() - t0)
+    return {name: tuple(value) for name, value in best.items()}
 
 
 def measure(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> dict:

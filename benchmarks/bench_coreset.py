@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # anomalib's per-step progress bar
 
 import numpy as np
 
 import xmodal
-from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, peak_extra_memory
-from xmodal._ops.coreset import projection_matrix
+from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, measure_once
+from xmodal.ops import projection_matrix
 
 
 def patch_like_features(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
@@ -108,9 +107,7 @@ def main() -> None:
         projected = np.ascontiguousarray(features @ matrix.T)
         steps = int(n * ratio)
         label = f"N={n:,}, D'={projected.shape[1]}, n={steps:,}"
-        t0 = time.perf_counter()
-        ours_idx, ours_peak = peak_extra_memory(lambda: xmodal.greedy_coreset(projected, steps, start))
-        ours = time.perf_counter() - t0
+        ours_idx, ours, ours_peak = measure_once(lambda: xmodal.greedy_coreset(projected, steps, start))
         rows.append([label, "**xmodal.greedy_coreset**", f"{steps:,}", fmt_seconds(ours),
                      fmt_seconds(ours / steps), fmt_seconds(ours), "1.0", fmt_bytes(ours_peak)])
         for name, (runner, why) in {"anomalib 2.7 KCenterGreedy": anomalib_runner(),
@@ -120,9 +117,7 @@ def main() -> None:
                 notes.append(f"{name}: {why}")
                 continue
             run_steps = steps if args.full else min(steps, args.peer_steps)
-            t0 = time.perf_counter()
-            peer_idx, peer_peak = peak_extra_memory(lambda runner=runner: runner(projected, run_steps, start))
-            elapsed = time.perf_counter() - t0
+            peer_idx, elapsed, peer_peak = measure_once(lambda runner=runner: runner(projected, run_steps, start))
             full = elapsed / run_steps * steps
             agree = int(np.argmax(np.asarray([int(i) for i in peer_idx]) != ours_idx[:run_steps])) \
                 if np.any(np.asarray([int(i) for i in peer_idx]) != ours_idx[:run_steps]) else run_steps

@@ -25,11 +25,9 @@ Run it where the peers are installed, with this xmodal on the path, e.g.:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import os
 import sys
-import time
 import traceback
 
 import numpy as np
@@ -62,34 +60,9 @@ def make_data(n: int, h: int, w: int, seed: int = 0):
     return maps, masks
 
 
-def pin_malloc() -> None:
-    """Large allocations always mmapped and returned on free (glibc otherwise raises its mmap
-    threshold after the first big free and keeps freed heap resident), so the resident-set
-    high-water mark of a call reflects what it allocates, for every implementation alike."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 17)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 17)  # M_TRIM_THRESHOLD
-    except OSError:
-        pass
-
-
-def measure_once(fn):
-    """(result, seconds, peak extra bytes) of a single call: for peers too slow to repeat."""
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _common._status_kib("VmRSS")
-    t0 = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - t0
-    peak = max(0, _common._status_kib("VmHWM") - before) * 1024
-    return result, seconds, peak
-
-
 def run(fn, repeat: int):
     """xmodal: peak memory from one call, time = median of `repeat` calls after a warm-up."""
-    result, _, peak = measure_once(fn)
+    result, _, peak = _common.measure_once(fn)
     seconds = _common.median_time(fn, repeat=repeat, warmup=1)
     return result, seconds, peak
 
@@ -193,7 +166,7 @@ def bench_size(label, n, h, w, repeat, skip, rows, notes):
                 print(f"{title:34s} {name}: n/a ({why})", flush=True)
                 continue
             try:
-                value, t, p = measure_once(fn)
+                value, t, p = _common.measure_once(fn)
             except Exception as exc:
                 why = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 add_row(rows, label, title, name, float("nan"), float("nan"), pixels, seconds, "", "n/a")
@@ -256,7 +229,6 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], help="peer names to skip")
     parser.add_argument("--write-readme", action="store_true", help="replace the table in benchmarks/README.md")
     args = parser.parse_args()
-    pin_malloc()
     rows, notes = [], []
     for label in args.sizes:
         n, h, w = SIZES[label]

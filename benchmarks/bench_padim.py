@@ -29,6 +29,7 @@ xmodal: ``GaussianStats.update`` per batch (float64, nothing kept per image),
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import time
@@ -178,8 +179,8 @@ def inference_section(quick: bool) -> str:
     for batch in (1, 8):
         x = feature_batch(100 + batch, batch, grid, torch.from_numpy(scale).float())
         x = x * 0.5 + torch.from_numpy(mean.T.reshape(DIM, grid, grid))[None]
-        ours_fn = lambda x=x: xmodal_distances(x, mean_t, factors_t)  # noqa: E731
-        peer_fn = lambda x=x: peer_distances(x, peer_mean, inv_covariance)  # noqa: E731
+        ours_fn = functools.partial(xmodal_distances, x, mean_t, factors_t)
+        peer_fn = functools.partial(peer_distances, x, peer_mean, inv_covariance)
         ours, ours_peak = peak_extra_memory(ours_fn)
         peer, peer_peak = peak_extra_memory(peer_fn)
         ours_time, peer_time = interleaved_medians([ours_fn, peer_fn], repeat=5 if batch == 1 else 2)

@@ -27,6 +27,7 @@ image scores agree to float32 rounding (anomalib's expanded-form distances).
 ``--large N --max-memory BYTES`` also fits xmodal on N lazily generated images with the
 streaming coreset and reports the peak resident memory of the whole process (target: 1,000
 images within 8 GiB). ``--study`` measures the accuracy effect of the streaming coreset.
+``--ours-only`` fits and times xmodal alone (for a machine without anomalib).
 
 Run in the peer venv (torch, timm, anomalib 2.7) with xmodal installed into a target dir:
 
@@ -44,7 +45,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, peak_extra_memory, steady_state_malloc
+from _common import (fmt_bytes, fmt_seconds, machine_line, markdown_table, measure_once, peak_extra_memory,
+                     status_kib, steady_state_malloc)
 
 CATEGORY = "puck"
 SIZE = 224
@@ -65,14 +67,6 @@ class LazySynthetic(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(self.n))]
         return synthetic.make_sample(CATEGORY, self.defect, image_size=SIZE, split=self.split, index=i)[0]
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 def image_tensor(samples):
@@ -96,7 +90,6 @@ def xmodal_detector(seed: int, **kw):
 
 
 def anomalib_model(xmodal_backbone):
-    import torch
     from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
     model = PatchcoreModel(layers=["layer2", "layer3"], backbone="wide_resnet50_2", pre_trained=False, num_neighbors=9)
@@ -141,25 +134,56 @@ def anomalib_fit(model, samples, ratio: float, steps: int | None, batch: int = 8
             "dim": sampler.features.shape[1]}
 
 
-def section_fit_and_inference(args) -> list[str]:
-    import torch
+def _train_and_test(args):
     from xmodal.data import synthetic
 
-    from xmodal.backbones import create
-
-    lines = []
     train = [synthetic.make_sample(CATEGORY, "good", image_size=SIZE, split="train", index=i)[0]
              for i in range(args.train)]
     tests = [synthetic.make_sample(CATEGORY, d, image_size=SIZE, index=i)[0]
              for i in range(args.test // 2) for d in ("good", "stain")]
+    return train, tests
 
-    # Both models are built and warmed up (one batch) before anything is timed.
+
+def _fitted_xmodal(args, train):
+    """(detector, fit seconds, fit peak extra bytes); the backbone is built and warmed up first."""
     det = xmodal_detector(args.seed)
     det.fit(train[:8])  # builds the backbone; the timed fit below reuses it
-    started = time.perf_counter()
-    _, xm_peak = peak_extra_memory(lambda: det.fit(train))
-    xm_fit = time.perf_counter() - started
-    print(f"xmodal fit {xm_fit:.1f} s, peak {fmt_bytes(xm_peak)}: {det.info}", flush=True)
+    _, seconds, peak = measure_once(lambda: det.fit(train))
+    print(f"xmodal fit {seconds:.1f} s, peak {fmt_bytes(peak)}: {det.info}", flush=True)
+    return det, seconds, peak
+
+
+def section_ours(args) -> list[str]:
+    """xmodal alone (no anomalib installed): fit and per-sample inference, as in the full section."""
+    import torch
+
+    train, tests = _train_and_test(args)
+    det, xm_fit, xm_peak = _fitted_xmodal(args, train)
+    with torch.no_grad(), steady_state_malloc():
+        for _ in range(2):  # warm-up
+            det.predict(tests[0])
+        times = []
+        for s in tests:
+            t = time.perf_counter()
+            det.predict(s)
+            times.append(time.perf_counter() - t)
+    search = det.memory_banks["rgb"].search_stats
+    rows = [[f"fit ({args.train} images)", fmt_seconds(xm_fit)], ["fit peak extra memory", fmt_bytes(xm_peak)],
+            ["inference per sample (batch 1, median)", fmt_seconds(float(np.median(times)))]]
+    return [markdown_table(["", "xmodal PatchCore"], rows), "",
+            f"- Bank {det.info['bank_rows']['rgb']:,} x 1536; {search['fallback']} of {search['queries']:,} patches "
+            "fell back to the full scan."]
+
+
+def section_fit_and_inference(args) -> list[str]:
+    import torch
+
+    from xmodal.backbones import create
+
+    lines = []
+    train, tests = _train_and_test(args)
+    # Both models are built and warmed up (one batch) before anything is timed.
+    det, xm_fit, xm_peak = _fitted_xmodal(args, train)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)  # the detector's seeded random initialisation
@@ -201,7 +225,7 @@ def section_fit_and_inference(args) -> list[str]:
             an_times.append(time.perf_counter() - t)
             diffs.append(abs(ours.score - float(theirs.pred_score[0])) / max(abs(float(theirs.pred_score[0])), 1e-12))
     xm_inf, an_inf = float(np.median(xm_times)), float(np.median(an_times))
-    search = det._searches["rgb"].stats
+    search = det.memory_banks["rgb"].search_stats
 
     label = "anomalib 2.7 Patchcore" + ("" if an["steps_run"] == an["steps_full"] else
                                         f" (coreset extrapolated from {an['steps_run']:,} of {an['steps_full']:,} steps)")
@@ -232,11 +256,9 @@ def section_fit_and_inference(args) -> list[str]:
 def section_large(args) -> list[str]:
     budget = args.max_memory
     det = xmodal_detector(args.seed, max_memory=budget)
-    baseline = _status_kib("VmRSS") * 1024
-    started = time.perf_counter()
-    _, peak = peak_extra_memory(lambda: det.fit(LazySynthetic(args.large)))
-    seconds = time.perf_counter() - started
-    absolute = _status_kib("VmHWM") * 1024
+    baseline = status_kib("VmRSS") * 1024
+    _, seconds, peak = measure_once(lambda: det.fit(LazySynthetic(args.large)))
+    absolute = status_kib("VmHWM") * 1024
     print(f"large fit {seconds:.1f} s peak extra {fmt_bytes(peak)} absolute {fmt_bytes(absolute)}: {det.info}", flush=True)
     rows = [[f"{args.large:,}", fmt_bytes(budget), det.info["fit_mode"], f"{det.info['chunks']['rgb']}",
              f"{det.info['training_rows']['rgb']:,} -> {det.info['bank_rows']['rgb']:,}", fmt_seconds(seconds),
@@ -253,7 +275,7 @@ def section_study(args) -> list[str]:
     from sklearn.metrics import roc_auc_score
 
     from xmodal import knn
-    from xmodal._ops.coreset import jl_dimension
+    from xmodal.ops import jl_dimension
     from xmodal.data import synthetic
 
     train = [synthetic.make_sample(CATEGORY, "good", image_size=SIZE, split="train", index=i)[0]
@@ -309,13 +331,16 @@ def main() -> None:
     parser.add_argument("--study", action="store_true", help="accuracy of the streaming coreset")
     parser.add_argument("--study-train", type=int, default=100)
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--ours-only", action="store_true", help="fit and inference of xmodal alone (no anomalib)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
     import torch
 
     out = [machine_line() + f"; torch {torch.__version__} ({torch.get_num_threads()} threads)"]
-    if not args.skip_peer:
+    if args.ours_only:
+        out += ["", *section_ours(args)]
+    elif not args.skip_peer:
         import anomalib
 
         out[0] += f"; anomalib {anomalib.__version__}"

@@ -19,11 +19,10 @@ Needs open3d (``open3d-cpu``; on Debian also ``libusb-1.0-0``). Run::
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
-from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, peak_extra_memory
+from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, peak_extra_memory, timed
 
 from xmodal.data import preprocess as pp
 from xmodal.data import synthetic
@@ -60,15 +59,6 @@ def release_freed_memory() -> None:
         pass
 
 
-def timed(fn, repeat: int):
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return result, float(np.median(times))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=4, help="synthetic 800x800 samples (one per category)")
@@ -87,10 +77,10 @@ def main() -> None:
         valid = pp.pad_to_multiple(sample.foreground(), 100)
         release_freed_memory()
         ours, our_peak = peak_extra_memory(lambda: xm(sample))
-        _, our_time = timed(lambda: xm(sample), args.repeat)
+        _, our_time = timed(lambda: xm(sample), args.repeat, warmup=0)
         release_freed_memory()
         ref, ref_peak = peak_extra_memory(lambda: open3d_background_removal(sample.xyz))
-        _, ref_time = timed(lambda: open3d_background_removal(sample.xyz), 1)
+        _, ref_time = timed(lambda: open3d_background_removal(sample.xyz), 1, warmup=0)
         kept_ref, kept_ours = np.all(ref != 0, axis=-1), ours.foreground()
         agreement = float((kept_ref == kept_ours)[valid].mean())
         ratios.append(ref_time / our_time)

@@ -17,12 +17,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import fmt_seconds, machine_line, markdown_table  # noqa: E402
+from _common import fmt_seconds, interleaved_best, machine_line, markdown_table  # noqa: E402
 
 from xmodal import backbones  # noqa: E402
 
@@ -30,14 +29,8 @@ from xmodal import backbones  # noqa: E402
 def race(peer_fn, ours_fn, rounds: int = 4) -> tuple[float, float]:
     """Best-of-`rounds` seconds of each, the two interleaved so load changes on a shared
     machine hit both alike (after one warm-up call each)."""
-    peer_fn(), ours_fn()
-    best = [float("inf"), float("inf")]
-    for _ in range(rounds):
-        for i, fn in enumerate((peer_fn, ours_fn)):
-            t0 = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best[0], best[1]
+    best = interleaved_best({"peer": peer_fn, "ours": ours_fn}, rounds)
+    return best["peer"][1], best["ours"][1]
 
 
 def maxdiff(a, b) -> float:

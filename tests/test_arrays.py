@@ -67,3 +67,18 @@ def test_integer_and_number_follow_one_rule():
             _arrays.number(bad_value, "r", minimum=0, maximum=1, low_open=True)
     with pytest.raises(ValueError, match=r"in \[0, inf\)"):
         _arrays.number(-1, "r", minimum=0)
+
+
+def test_worded_expectations_keep_the_rule():
+    with pytest.raises(ValueError, match="eps must be a positive finite number; got 0.0"):
+        _arrays.number(0, "eps", minimum=0, low_open=True, expected="a positive finite number")
+    with pytest.raises(TypeError, match="eps must be a number; got str"):
+        _arrays.number("1", "eps", minimum=0, low_open=True, expected="a positive finite number")
+    with pytest.raises(ValueError, match="depth must be an int in \\[1, 12\\]; got 13"):
+        _arrays.integer(13, "depth", minimum=1, maximum=12, expected="an int in [1, 12]")
+    with pytest.raises(TypeError, match="depth must be an int; got float"):
+        _arrays.integer(1.5, "depth", minimum=1, maximum=12, expected="an int in [1, 12]")
+    assert _arrays.positive_int(np.int64(3), "n", maximum=3, what="N=") == 3
+    with pytest.raises(ValueError, match=r"n must be in \[1, N=3\]; got 4"):
+        _arrays.positive_int(4, "n", maximum=3, what="N=")
+    assert _arrays.one_of(None, "projection", ("sparse", None)) is None

@@ -11,7 +11,8 @@ from xmodal.methods import CFM  # noqa: E402
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
-    synthetic.make_dataset(root, categories=["puck"], n_train=8, n_test=2, n_test_good=6, image_size=128, seed=3)
+    synthetic.make_dataset(root, categories=["puck"], n_train=8, n_test=2, n_test_good=6, image_size=128, seed=3,
+                           n_validation=8)
     return root
 
 
@@ -21,12 +22,29 @@ def fitted(dataset):
     return det.fit(MVTec3D(dataset, "puck", "train"))
 
 
-def test_detects_synthetic_defects(fitted, dataset):
+@pytest.fixture(scope="module")
+def report(fitted, dataset):
+    return xmodal.evaluate(fitted, MVTec3D(dataset, "puck", "test"), progress_bar=False, keep_results=True)
+
+
+def test_detects_synthetic_defects(report):
     # A real detection check: every defect type (3D-only, RGB-only and both) against good parts.
-    report = xmodal.evaluate(fitted, MVTec3D(dataset, "puck", "test"), progress_bar=False)
     assert report["I-AUROC"] >= 0.9, report
     assert report["P-AUROC"] >= 0.9, report
     assert report["samples"] == 6 + 7 * 2 and report["backbones"] == "offline"
+
+
+def test_calibrated_verdicts_separate_good_from_defective(fitted, report, dataset):
+    """Calibrated on the 8 good images of the synthetic validation split; judged on the test split."""
+    calibration = fitted.info["calibration"]
+    assert calibration["source"].startswith("8 good images of the validation split")
+    assert report["at_threshold"]["threshold"] == fitted.threshold
+    assert report["at_threshold"]["F1"] >= 0.9, report["at_threshold"]
+    labels = MVTec3D(dataset, "puck", "test").labels
+    for label, result in zip(labels, report["results"]):
+        assert result.is_anomalous == (result.score > fitted.threshold)
+        if label == 0:  # a good part is cool everywhere on the fit-time scale
+            assert result.normalized_map.max() < 0.5 and result.normalized_score < 0.5
 
 
 def test_records_the_backbone_choice(fitted):
@@ -51,7 +69,7 @@ def test_save_load_predict_identical(fitted, dataset, tmp_path):
 
 
 def test_map_is_product_of_discrepancies_then_box_blur(fitted, dataset):
-    from xmodal.methods._maps import box_blur_cfm
+    from xmodal.methods.postprocess import box_blur_cfm
 
     res = fitted.predict(MVTec3D(dataset, "puck", "test")[0])
     assert res.map.shape == (224, 224) and res.map.dtype == np.float32
@@ -105,11 +123,62 @@ def test_variants_run(dataset):
     train = list(MVTec3D(dataset, "puck", "train"))[:3]
     test = MVTec3D(dataset, "puck", "test")[0]
     for options in ({"aggregation": "sum"}, {"aggregation": "max"}, {"mlp": "encoder_decoder"}):
-        det = CFM(backbones="offline", epochs=1, progress=False, **options).fit(train)
+        det = CFM(backbones="offline", epochs=1, progress=False, calibration=0, **options).fit(train)
         assert np.isfinite(det.predict(test).score)
     net = xmodal.methods.cfm.mapping_network(768, 1152, "encoder_decoder")
     widths = [m.out_features for m in net if isinstance(m, torch.nn.Linear)]
     assert widths == [384, 192, 192, 384, 1152]  # CFM supplementary §B
+
+
+def test_models_of_earlier_versions_load(fitted, dataset, tmp_path):
+    """A model directory as xmodal wrote it before calibration, PointMAEOptions and max_memory:
+    it loads without warnings and predicts the same, with no verdict."""
+    import json
+    import warnings
+
+    from safetensors.numpy import load_file, save_file
+
+    path = fitted.save(tmp_path / "old")
+    document = json.loads((path / "config.json").read_text())
+    config = document["config"]
+    config["max_cache_bytes"] = config.pop("max_memory")
+    config.update(config.pop("pointmae"))
+    for key in ("calibration", "tmp_dir"):
+        config.pop(key)
+    document["info"].pop("calibration")
+    (path / "config.json").write_text(json.dumps(document))
+    state = {k: v for k, v in load_file(str(path / "model.safetensors")).items() if not k.startswith("calibration.")}
+    save_file(state, str(path / "model.safetensors"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        old = xmodal.load(path)
+    sample = MVTec3D(dataset, "puck", "test")[2]
+    result = old.predict(sample)
+    assert result.score == fitted.predict(sample).score and result.threshold is None and result.is_anomalous is None
+    assert old.config["max_memory"] == fitted.config["max_memory"] and old.pointmae == fitted.pointmae
+
+
+def test_load_rejects_weights_of_another_shape(fitted, tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    path = fitted.save(tmp_path / "m")
+    state = load_file(str(path / "model.safetensors"))
+    state["mlp_2d3d.2.weight"] = state["mlp_2d3d.2.weight"][:, :-1].copy()
+    save_file(state, str(path / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"model.safetensors: array 'mlp_2d3d.2.weight' is float32 \(\d+, \d+\), "
+                                         r"expected a numeric \(\d+, \d+\)") as exc:
+        xmodal.load(path)
+    assert "\n" not in str(exc.value)
+
+
+def test_fit_reads_the_dataset_lazily(dataset):
+    class NoIteration(MVTec3D):
+        def __iter__(self):
+            raise AssertionError("the training set was iterated whole")
+
+    train = NoIteration(dataset, "puck", "train")
+    det = CFM(backbones="offline", epochs=1, progress=False, max_memory=0).fit(train)  # features spill to disk
+    assert det.info["train_images"] == 8 and det.info["calibration"]["images"] == 8
 
 
 def test_load_rejects_corrupt_model(tmp_path, fitted):

@@ -3,7 +3,9 @@ import pytest
 
 import xmodal
 from xmodal import reference
-from xmodal._ops.coreset import jl_dimension, projection_matrix
+from xmodal.ops import jl_dimension, projection_matrix
+
+from ._coreset_check import assert_farthest_first
 
 
 @pytest.mark.parametrize(("n_points", "dim", "n", "start"), [(1, 4, 1, 0), (50, 3, 50, 7), (3000, 16, 300, 11),
@@ -162,13 +164,41 @@ def test_coreset_bad_arguments(kwargs, match):
         xmodal.coreset(np.ones((10, 4), np.float32), **kwargs)
 
 
+def _farthest_first_cases(rng):
+    """(name, x) inputs for the farthest-first checks: ordinary features and the ranges where
+    float32 sums overflow (norms above ~1e19) or underflow (values near 1e-20 and below)."""
+    base = rng.standard_normal((3000, 24))
+    mixed = base * 10.0 ** rng.uniform(-30, 25, size=(3000, 1))
+    return [
+        ("normal", base.astype(np.float32)),
+        ("huge", (base * 1e25).astype(np.float32)),
+        ("tiny", (base * 1e-30).astype(np.float32)),
+        ("mixed", mixed.astype(np.float32)),
+    ]
+
+
+def test_farthest_first_check_accepts_cpu_and_catches_wrong_picks(rng):
+    # The check the CUDA test relies on, proven here on the exact CPU kernel, including the
+    # huge and tiny ranges; and it must fail on a selection that is not farthest-first.
+    for name, x in _farthest_first_cases(rng):
+        idx = xmodal.greedy_coreset(x, 60, 7)
+        assert_farthest_first(x, idx, 7, rtol=1e-12)
+        wrong = idx.copy()
+        wrong[5] = next(i for i in range(len(x)) if i not in set(idx.tolist()))
+        with pytest.raises(AssertionError, match="step 5"):
+            assert_farthest_first(x, wrong, 7, rtol=1e-6)
+        with pytest.raises(AssertionError, match="start"):
+            assert_farthest_first(x, idx, 8, rtol=1e-6)
+        del name
+
+
 @pytest.mark.cuda
-def test_cuda_matches_cpu(rng):
+def test_cuda_picks_are_farthest_within_float32_rounding(rng):
     torch = pytest.importorskip("torch")
     x = rng.standard_normal((20000, 128)).astype(np.float32)
-    cpu = xmodal.greedy_coreset(x, 500, 0)
     gpu = xmodal.greedy_coreset(torch.from_numpy(x).cuda(), 500, 0).cpu().numpy()
-    # float32 accumulation on the GPU: identical on random data unless a near-tie (< 1e-6
-    # relative) decides a step; then every later pick may differ, so compare the prefix.
-    agree = np.argmax(gpu != cpu) if np.any(gpu != cpu) else len(cpu)
-    assert agree >= 450
+    # float32 accumulation on the GPU: each pick within float32 rounding of the farthest.
+    assert_farthest_first(x, gpu, 0, rtol=2 * 128 * 2.0**-24)
+    for _name, xs in _farthest_first_cases(rng):
+        gpu = xmodal.greedy_coreset(torch.from_numpy(xs).cuda(), 60, 7).cpu().numpy()
+        assert_farthest_first(xs, gpu, 7, rtol=2 * xs.shape[1] * 2.0**-24)

@@ -4,7 +4,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
 
 from xmodal.data import MVTec3D, DatasetError, Eyecandies, Sample, categories, synthetic
 from xmodal.data.preprocess import BackgroundRemoved

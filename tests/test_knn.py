@@ -180,3 +180,96 @@ def test_cuda_matches_cpu(rng):
         half = xmodal.knn(torch.from_numpy(queries).cuda(), torch.from_numpy(bank).cuda().half(), k)
         cpu_half = xmodal.knn(queries, bank.astype(np.float16), k)
         np.testing.assert_array_equal(half.idx.cpu().numpy(), cpu_half.idx)
+
+
+# --- huge and tiny finite inputs (issue 10 item 5) -------------------------------------------
+# The float32 screening overflows above norms of ~1.8e19 and loses precision to underflow on
+# tiny values; the contract (exact for any finite input) must still hold.
+
+
+def _assert_equals_reference(queries, bank, k):
+    dist, idx = xmodal.knn(queries, bank, k)
+    with np.errstate(over="ignore"):  # distances above FLT_MAX round to inf, in the reference too
+        ref_dist, ref_idx = reference.knn(queries, bank.astype(np.float32), k)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(dist, ref_dist)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_norms_beyond_float32_range_reproducer(k):
+    queries = np.array([[2e19, 0, 0, 0, 0]], np.float32)
+    bank = np.array([[0] * 5, [1.9e19, 0, 0, 0, 0]], np.float32)
+    dist, idx = xmodal.knn(queries, bank, k)
+    assert idx[0, 0] == 1  # distance 1e18, not the origin at 2e19
+    _assert_equals_reference(queries, bank, k)
+
+
+@pytest.mark.parametrize("scale", [6e17, 1e18, 1e30, 1e36])
+def test_d768_bank_at_huge_scale(rng, scale):
+    bank = (rng.standard_normal((300, 768)) * scale).astype(np.float32)
+    queries = np.concatenate([bank[:10] * np.float32(1.001), (rng.standard_normal((10, 768)) * scale)]).astype(
+        np.float32)
+    _assert_equals_reference(queries, bank, 3)
+
+
+@pytest.mark.parametrize("dim", [3, 4, 5, 64, 768])
+def test_mixed_tiny_and_huge_rows(rng, dim):
+    # Row scales spread log-uniformly over 70 decades within one bank and one query set, with
+    # near-duplicates at every scale.
+    scales = 10.0 ** rng.uniform(-35, 35, size=(400, 1))
+    bank = (rng.standard_normal((400, dim)) * scales).astype(np.float32)
+    near = bank[::20] * np.float32(1 + 1e-3)
+    queries = np.concatenate([near, rng.standard_normal((20, dim)) * 10.0 ** rng.uniform(-35, 35, (20, 1))])
+    _assert_equals_reference(queries.astype(np.float32), bank, 4)
+
+
+@pytest.mark.parametrize("dim", [3, 4, 6, 130])
+def test_values_near_float32_max(rng, dim):
+    # Differences overflow float32 and most distances exceed FLT_MAX: they round to inf and
+    # tie, so the lowest bank indices win, as in the reference.
+    bank = (rng.choice([-1.0, 1.0], size=(60, dim)) * rng.uniform(1e38, 3.4e38, size=(60, dim))).astype(np.float32)
+    bank[7] = 0
+    queries = np.concatenate([bank[:5], -bank[5:10], np.zeros((1, dim))]).astype(np.float32)
+    _assert_equals_reference(queries, bank, 5)
+
+
+@pytest.mark.parametrize("dim", [4, 5, 300])
+def test_subnormal_and_tiny_values(rng, dim):
+    bank = (rng.standard_normal((200, dim)) * 1e-41).astype(np.float32)  # float32 subnormals
+    bank[:50] = (rng.standard_normal((50, dim)) * 1e-25).astype(np.float32)
+    queries = np.concatenate([bank[::10], (rng.standard_normal((5, dim)) * 1e-41)]).astype(np.float32)
+    _assert_equals_reference(queries, bank, 6)
+
+
+def test_float16_bank_with_huge_queries(rng):
+    bank = (rng.standard_normal((300, 32)) * 1000).astype(np.float16)
+    queries = (rng.standard_normal((8, 32)) * 1e25).astype(np.float32)
+    queries[:4] = bank[:4].astype(np.float32)
+    _assert_equals_reference(queries, bank, 3)
+    low_d = (rng.standard_normal((8, 4)) * 1e25).astype(np.float32)
+    _assert_equals_reference(low_d, bank[:, :4], 3)
+
+
+@pytest.mark.cuda
+def test_cuda_huge_and_tiny_inputs_exact_or_refused(rng):
+    # The GPU screens at a power-of-two scale chosen on the device; where its candidate margin
+    # cannot prove the answer (distances that round to float32 subnormals or inf) it refuses.
+    # It must never return a wrong answer.
+    torch = pytest.importorskip("torch")
+    scales = 10.0 ** rng.uniform(-35, 35, size=(600, 1))
+    cases = [
+        (np.array([[2e19, 0, 0, 0, 0]]), np.array([[0] * 5, [1.9e19, 0, 0, 0, 0]]), 1),
+        (rng.standard_normal((30, 768)) * 1e18, rng.standard_normal((500, 768)) * 1e18, 3),
+        (rng.standard_normal((30, 64)) * 1e-30, rng.standard_normal((500, 64)) * 1e-30, 3),
+        (rng.standard_normal((30, 64)) * scales[:30], rng.standard_normal((600, 64)) * scales, 4),
+    ]
+    for queries, bank, k in cases:
+        queries, bank = queries.astype(np.float32), bank.astype(np.float32)
+        cpu = xmodal.knn(queries, bank, k)
+        try:
+            gpu = xmodal.knn(torch.from_numpy(queries).cuda(), torch.from_numpy(bank).cuda(), k)
+        except RuntimeError as exc:
+            assert "cannot be guaranteed exact" in str(exc)
+            continue
+        np.testing.assert_array_equal(gpu.idx.cpu().numpy(), cpu.idx)
+        np.testing.assert_array_equal(gpu.dist.cpu().numpy(), cpu.dist)

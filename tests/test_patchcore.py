@@ -8,13 +8,10 @@ import math
 import numpy as np
 import pytest
 import torch
-
 import xmodal
 from xmodal import reference
 from xmodal.data import synthetic
 from xmodal.methods import PatchCore, create, load
-from xmodal.methods._bank_build import BankBuilder
-from xmodal.methods._bank_search import BankSearch
 from xmodal.methods._patch_score import image_score
 
 SIZE = 160
@@ -25,6 +22,10 @@ BOTH = ("crack", "contamination")
 
 def _train(category="puck", n=10, size=SIZE):
     return [synthetic.make_sample(category, "good", image_size=size, split="train", index=i)[0] for i in range(n)]
+
+
+def _validation(category="puck", n=8, size=SIZE):
+    return [synthetic.make_sample(category, "good", image_size=size, split="validation", index=i)[0] for i in range(n)]
 
 
 def _test(category="puck", defects=THREE_D + RGB_ONLY + BOTH, per_defect=2, good=6, size=SIZE):
@@ -56,8 +57,14 @@ def test_samples():
 
 
 @pytest.fixture(scope="module")
-def fused(train_samples):
-    return PatchCore(modality="rgb+xyz", backbones="offline", progress=False).fit(train_samples)
+def validation_samples():
+    return _validation()
+
+
+@pytest.fixture(scope="module")
+def fused(train_samples, validation_samples):
+    return PatchCore(modality="rgb+xyz", backbones="offline", progress=False).fit(train_samples,
+                                                                                  validation=validation_samples)
 
 
 @pytest.fixture(scope="module")
@@ -113,120 +120,11 @@ def test_reweighting_large_distances_do_not_overflow(rng):
         assert math.isfinite(got)
 
 
-# --- exact bank search -----------------------------------------------------------------------
-
-
-def _structured(rng, n, dim, latent=12, noise=0.01):
-    z = rng.standard_normal((n, latent))
-    return (np.maximum(z @ rng.standard_normal((latent, dim)) / 3, 0) + noise * rng.standard_normal((n, dim))).astype(np.float32)
-
-
-@pytest.mark.parametrize("rank,candidates", [(None, 16), (16, 2), (32, 1)])
-def test_bank_search_equals_knn(rng, rank, candidates):
-    bank = torch.from_numpy(_structured(rng, 2500, 320))
-    bank[100] = bank[7]  # exact duplicate: the lower index must win
-    queries = torch.from_numpy(_structured(rng, 300, 320))
-    queries[:20] += 3 * torch.from_numpy(rng.standard_normal((20, 320)).astype(np.float32))  # anomalies
-    queries[20] = bank[100]
-    search = BankSearch(bank, rank=rank, candidates=candidates)
-    assert search.rank > 0
-    dist, idx = search(queries)
-    want = xmodal.knn(queries, bank, 1)
-    assert torch.equal(dist, want.dist[:, 0]) and torch.equal(idx, want.idx[:, 0])
-    assert int(idx[20]) == 7
-    if candidates == 1:
-        assert search.stats["fallback"] > 0  # the fallback path ran and stayed exact
-
-
-def test_concurrent_searches_restore_torch_threads(rng):
-    """The re-ranking runs torch single-threaded for its duration; overlapping searches from
-    several Python threads stay exact and leave the caller's torch thread count as it was."""
-    import threading
-
-    bank = torch.from_numpy(_structured(rng, 2500, 320))
-    queries = torch.from_numpy(_structured(rng, 1500, 320))
-    search = BankSearch(bank, rank=16, candidates=8)
-    want = xmodal.knn(queries, bank, 1)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    failures = []
-
-    def work():
-        for _ in range(10):
-            dist, idx = search(queries)
-            if not (torch.equal(dist, want.dist[:, 0]) and torch.equal(idx, want.idx[:, 0])):
-                failures.append("mismatch")
-
-    try:
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert failures == []
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
-
-
-def test_bank_search_without_pruning(rng):
-    bank = torch.from_numpy(rng.standard_normal((50, 120)).astype(np.float32))
-    search = BankSearch(bank)
-    assert search.rank == 0  # narrow features: plain search
-    q = torch.from_numpy(rng.standard_normal((9, 120)).astype(np.float32))
-    want = xmodal.knn(q, bank, 1)
-    dist, idx = search(q)
-    assert torch.equal(dist, want.dist[:, 0]) and torch.equal(idx, want.idx[:, 0])
-
-
-# --- bank building ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("projection,framework", [("sparse", "numpy"), ("linear", "numpy"), ("sparse", "torch")])
-def test_one_shot_builder_equals_coreset_of_stacked_rows(rng, tmp_path, projection, framework):
-    rows = _structured(rng, 1200, 300)
-    if framework == "torch":
-        rows = torch.from_numpy(rows)
-    builder = BankBuilder(300, 1200, 0.1, projection, 64, seed=3, spill_dir=tmp_path)
-    for part in rows.split(200) if framework == "torch" else np.split(rows, 6):
-        builder.add(part)
-    bank = builder.finish()
-    idx = xmodal.coreset(rows, ratio=0.1, projection=projection, proj_dim=64, seed=3)
-    assert np.array_equal(bank, np.asarray(rows[idx]))
-    assert list(tmp_path.iterdir()) == []  # the temporary feature file is gone
-
-
-def test_streaming_builder(rng):
-    rows = _structured(rng, 2000, 200)
-    one_chunk = BankBuilder(200, 2000, 0.1, "sparse", seed=1, chunk_rows=2000)
-    chunked = BankBuilder(200, 2000, 0.1, "sparse", seed=1, chunk_rows=300)
-    for part in np.split(rows, 8):
-        one_chunk.add(part)
-        chunked.add(part)
-    assert np.array_equal(one_chunk.finish(), rows[xmodal.coreset(rows, ratio=0.1, seed=1)])
-    bank = chunked.finish()
-    assert chunked.chunks == 7
-    assert bank.shape == (200, 200)
-    as_rows = {r.tobytes() for r in rows}
-    assert all(r.tobytes() in as_rows for r in bank) and len({r.tobytes() for r in bank}) == 200
-
-
-def test_builder_statistics_and_all_rows(rng):
-    rows = rng.standard_normal((90, 5)).astype(np.float32)
-    builder = BankBuilder(5, 100, None)
-    builder.add(rows[:40])
-    builder.add(rows[40:])
-    mean, std = builder.statistics()
-    assert mean == pytest.approx(rows.astype(np.float64).mean(), rel=1e-9)
-    assert std == pytest.approx(rows.astype(np.float64).std(ddof=1), rel=1e-9)
-    assert np.array_equal(builder.finish(), rows)
-
-
 # --- the detector ----------------------------------------------------------------------------
 
 
 def test_bank_is_the_coreset_of_the_training_patches(train_samples):
-    det = PatchCore(modality="rgb", backbones="offline", progress=False, seed=5).fit(train_samples[:4])
+    det = PatchCore(modality="rgb", backbones="offline", progress=False, seed=5, calibration=0).fit(train_samples[:4])
     feats = det.extractor(train_samples[:4], modalities=("rgb",)).rgb
     rows = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]).contiguous()
     idx = xmodal.coreset(rows, ratio=0.1, projection="sparse", seed=5)
@@ -260,8 +158,7 @@ def test_scores_equal_float64_reference(fused, test_samples):
 
 def test_map_is_bilinear_upsample_then_gaussian(fused, test_samples):
     import torch.nn.functional as F
-
-    from xmodal.methods._maps import gaussian_blur
+    from xmodal.methods.postprocess import gaussian_blur
 
     res = fused.predict(test_samples[0])
     patch = torch.from_numpy(res.extras["patch_rgb"])
@@ -274,6 +171,19 @@ def test_multimodal_fusion_finds_every_defect_kind(fused_results, test_samples):
     labels = np.array([s.label for s in test_samples])
     scores = np.array([r.score for r in fused_results])
     assert _auroc(scores, labels) >= 0.9
+
+
+def test_calibrated_verdicts_separate_good_from_defective(fused, fused_results, test_samples):
+    from xmodal.evaluation import classification_at
+
+    assert fused.info["calibration"]["source"] == "8 good validation images given to fit"
+    labels = np.array([s.label for s in test_samples])
+    scores = np.array([r.score for r in fused_results])
+    assert all(r.threshold == fused.threshold for r in fused_results)
+    assert classification_at(scores, labels, fused.threshold)["F1"] >= 0.9
+    for label, result in zip(labels, fused_results):
+        if label == 0:
+            assert result.normalized_map.max() < 0.5
 
 
 def test_rgb_alone_misses_3d_defects_that_xyz_finds(train_samples, test_samples, fused_results):
@@ -293,10 +203,10 @@ def test_rgb_alone_misses_3d_defects_that_xyz_finds(train_samples, test_samples,
 
 
 @pytest.fixture(scope="module")
-def ocsvm(train_samples):
+def ocsvm(train_samples, validation_samples):
     pytest.importorskip("sklearn")
     return PatchCore(modality="rgb+xyz", backbones="offline", fusion="ocsvm", reweight="m3dm", reweight_eps=1e-5,
-                     progress=False, ocsvm_max_pixels=5000).fit(train_samples[:5])
+                     progress=False, ocsvm_max_pixels=5000).fit(train_samples[:5], validation=validation_samples[:2])
 
 
 def test_save_load_gives_identical_predictions(tmp_path, ocsvm, test_samples):
@@ -341,7 +251,8 @@ def test_numpy_and_torch_inputs(fused, test_samples):
 
 
 def test_streaming_fit_under_max_memory(train_samples, test_samples):
-    det = PatchCore(modality="rgb+xyz", backbones="offline", progress=False, max_memory=3_000_000).fit(train_samples)
+    det = PatchCore(modality="rgb+xyz", backbones="offline", progress=False, max_memory=3_000_000,
+                    calibration=0).fit(train_samples)
     assert det.info["fit_mode"].startswith("streaming") and det.info["chunks"]["rgb"] > 1
     assert det.info["bank_rows"]["rgb"] == int(0.1 * det.info["training_rows"]["rgb"])
     subset = test_samples[:6] + test_samples[6::2]  # every defect kind once

@@ -181,7 +181,7 @@ def test_non_contiguous_inputs(rng):
 
 
 def test_bootstrap_multiplicity_equals_replicated_images(rng):
-    from xmodal._ops.pro import aupro_bootstrap
+    from xmodal.ops import aupro_bootstrap
 
     masks = blob_masks(rng, 5, 24, 24)
     maps = anomaly_maps(rng, masks, levels=16)

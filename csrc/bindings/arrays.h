@@ -7,7 +7,9 @@
 #include <nanobind/ndarray.h>
 
 #include <cstdint>
+#include <sstream>
 #include <string>
+#include <utility>
 
 #include "common/check.h"
 
@@ -24,6 +26,21 @@ using CudaIn = nb::ndarray<const T, nb::c_contig, nb::device::cuda>;
 template <typename T>
 using CudaOut = nb::ndarray<T, nb::c_contig, nb::device::cuda>;
 
+// A wrong dtype is a TypeError (as nanobind's own argument errors), not a ValueError.
+template <typename... Parts>
+[[noreturn]] void fail_dtype(Parts&&... parts) {
+  std::ostringstream message;
+  (message << ... << std::forward<Parts>(parts));
+  throw nb::type_error(message.str().c_str());
+}
+
+// "float32", "int64", ... for messages.
+inline std::string dtype_name(nb::dlpack::dtype dtype) {
+  const char* kinds[] = {"int", "uint", "float", "opaque", "bfloat", "complex", "bool"};
+  const std::string kind = dtype.code < 7 ? kinds[dtype.code] : "unknown";
+  return kind == "bool" ? kind : kind + std::to_string(dtype.bits);
+}
+
 // Shape checks that name the argument (the Python layer checks first; this is the backstop).
 template <typename Array>
 void require_ndim(const Array& a, size_t ndim, const char* name) {
@@ -32,8 +49,8 @@ void require_ndim(const Array& a, size_t ndim, const char* name) {
 
 template <typename Array>
 void require_dim(const Array& a, size_t axis, int64_t expected, const char* name) {
-  XMODAL_CHECK(static_cast<int64_t>(a.shape(axis)) == expected, name, ".shape[", axis, "] must be ",
-               expected, "; got ", a.shape(axis));
+  XMODAL_CHECK(static_cast<int64_t>(a.shape(axis)) == expected, name, ".shape[", axis, "] must be ", expected, "; got ",
+               a.shape(axis));
 }
 
 template <typename Array>

@@ -1,6 +1,7 @@
+#include "ops/auroc/auroc.h"
+
 #include "bindings/evaluation.h"
 #include "common/cuda_device.h"
-#include "ops/auroc/auroc.h"
 
 namespace xmodal::bindings {
 namespace {
@@ -44,9 +45,10 @@ double auroc_cuda_binding(std::vector<AnyIn<nb::device::cuda>> scores, std::vect
 }  // namespace
 
 void bind_auroc(nb::module_& m) {
-  m.def("auroc_cpu", &auroc_cpu_binding, nb::arg("scores"), nb::arg("labels"));
+  m.def("auroc_cpu", &auroc_cpu_binding, nb::arg("scores").noconvert(), nb::arg("labels").noconvert());
 #ifdef XMODAL_WITH_CUDA
-  m.def("auroc_cuda", &auroc_cuda_binding, nb::arg("scores"), nb::arg("labels"), nb::arg("stream"));
+  m.def("auroc_cuda", &auroc_cuda_binding, nb::arg("scores").noconvert(), nb::arg("labels").noconvert(),
+        nb::arg("stream"));
 #endif
 }
 

@@ -1,6 +1,7 @@
+#include "ops/ccl/ccl.h"
+
 #include "bindings/arrays.h"
 #include "common/cuda_device.h"
-#include "ops/ccl/ccl.h"
 
 namespace xmodal::bindings {
 namespace {
@@ -34,11 +35,11 @@ void ccl_cuda_binding(CudaIn<uint8_t> masks, CudaOut<int32_t> labels, CudaOut<in
 }  // namespace
 
 void bind_ccl(nb::module_& m) {
-  m.def("connected_components_cpu", &ccl_cpu_binding, nb::arg("masks"), nb::arg("labels"), nb::arg("num"),
-        nb::call_guard<nb::gil_scoped_release>());
+  m.def("connected_components_cpu", &ccl_cpu_binding, nb::arg("masks").noconvert(), nb::arg("labels").noconvert(),
+        nb::arg("num").noconvert(), nb::call_guard<nb::gil_scoped_release>());
 #ifdef XMODAL_WITH_CUDA
-  m.def("connected_components_cuda", &ccl_cuda_binding, nb::arg("masks"), nb::arg("labels"), nb::arg("num"),
-        nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
+  m.def("connected_components_cuda", &ccl_cuda_binding, nb::arg("masks").noconvert(), nb::arg("labels").noconvert(),
+        nb::arg("num").noconvert(), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
 #endif
 }
 

@@ -1,6 +1,7 @@
+#include "ops/coreset/coreset.h"
+
 #include "bindings/arrays.h"
 #include "common/cuda_device.h"
-#include "ops/coreset/coreset.h"
 
 namespace xmodal::bindings {
 namespace {
@@ -30,11 +31,11 @@ void greedy_coreset_cuda_binding(CudaIn<float> x, int64_t n, int64_t start, Cuda
 }  // namespace
 
 void bind_coreset(nb::module_& m) {
-  m.def("greedy_coreset_cpu", &greedy_coreset_cpu_binding, nb::arg("x"), nb::arg("n"), nb::arg("start"),
-        nb::arg("idx"), nb::call_guard<nb::gil_scoped_release>());
+  m.def("greedy_coreset_cpu", &greedy_coreset_cpu_binding, nb::arg("x").noconvert(), nb::arg("n"), nb::arg("start"),
+        nb::arg("idx").noconvert(), nb::call_guard<nb::gil_scoped_release>());
 #ifdef XMODAL_WITH_CUDA
-  m.def("greedy_coreset_cuda", &greedy_coreset_cuda_binding, nb::arg("x"), nb::arg("n"), nb::arg("start"),
-        nb::arg("idx"), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
+  m.def("greedy_coreset_cuda", &greedy_coreset_cuda_binding, nb::arg("x").noconvert(), nb::arg("n"), nb::arg("start"),
+        nb::arg("idx").noconvert(), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
 #endif
 }
 

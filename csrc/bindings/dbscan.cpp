@@ -1,5 +1,6 @@
-#include "bindings/arrays.h"
 #include "ops/dbscan/dbscan.h"
+
+#include "bindings/arrays.h"
 
 namespace xmodal::bindings {
 namespace {
@@ -15,8 +16,8 @@ void dbscan_cpu_binding(CpuIn<float> points, double eps, int64_t min_points, Cpu
 }  // namespace
 
 void bind_dbscan(nb::module_& m) {
-  m.def("dbscan_cpu", &dbscan_cpu_binding, nb::arg("points"), nb::arg("eps"), nb::arg("min_points"),
-        nb::arg("labels"), nb::call_guard<nb::gil_scoped_release>());
+  m.def("dbscan_cpu", &dbscan_cpu_binding, nb::arg("points").noconvert(), nb::arg("eps"), nb::arg("min_points"),
+        nb::arg("labels").noconvert(), nb::call_guard<nb::gil_scoped_release>());
 }
 
 }  // namespace xmodal::bindings

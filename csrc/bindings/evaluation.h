@@ -23,8 +23,8 @@ ScoreType common_score_type(const std::vector<Array>& scores, const char* name) 
   const bool f32 = scores.front().dtype() == nb::dtype<float>();
   for (const auto& s : scores) {
     const bool is_f32 = s.dtype() == nb::dtype<float>(), is_f64 = s.dtype() == nb::dtype<double>();
-    XMODAL_CHECK(is_f32 || is_f64, name, " must be float32 or float64 arrays");
-    XMODAL_CHECK(is_f32 == f32, "all ", name, " must share one dtype (float32 or float64)");
+    if (!is_f32 && !is_f64) fail_dtype(name, " must be float32 or float64 arrays; got ", dtype_name(s.dtype()));
+    if (is_f32 != f32) fail_dtype("all ", name, " must share one dtype (float32 or float64)");
   }
   return f32 ? ScoreType::f32 : ScoreType::f64;
 }

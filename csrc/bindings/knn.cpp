@@ -1,6 +1,7 @@
+#include "ops/knn/knn.h"
+
 #include "bindings/arrays.h"
 #include "common/cuda_device.h"
-#include "ops/knn/knn.h"
 
 namespace xmodal::bindings {
 namespace {
@@ -10,13 +11,12 @@ using AnyBank = nb::ndarray<nb::ro, nb::c_contig>;
 BankType bank_type_of(const AnyBank& bank) {
   if (bank.dtype() == nb::dtype<float>()) return BankType::f32;
   const nb::dlpack::dtype half{static_cast<uint8_t>(nb::dlpack::dtype_code::Float), 16, 1};
-  XMODAL_CHECK(bank.dtype() == half, "bank must be float32 or float16");
+  if (bank.dtype() != half) fail_dtype("bank must be float32 or float16; got ", dtype_name(bank.dtype()));
   return BankType::f16;
 }
 
 template <typename Queries, typename Dist, typename Index>
-void check_knn_shapes(const Queries& queries, const AnyBank& bank, int64_t k, const Dist& dist,
-                      const Index& idx) {
+void check_knn_shapes(const Queries& queries, const AnyBank& bank, int64_t k, const Dist& dist, const Index& idx) {
   require_ndim(queries, 2, "queries");
   require_ndim(bank, 2, "bank");
   require_dim(bank, 1, dim(queries, 1), "bank");
@@ -44,7 +44,10 @@ void knn_cuda_binding(CudaIn<float> queries, AnyBank bank, int64_t k, CudaOut<fl
   require_same_device(bank, device, "bank");
   require_same_device(dist, device, "dist");
   require_same_device(idx, device, "idx");
+  require_same_device(status, device, "status");
   check_knn_shapes(queries, bank, k, dist, idx);
+  require_ndim(status, 1, "status");
+  require_dim(status, 0, 1, "status");
   CudaDeviceGuard guard(device);
   knn_cuda(queries.data(), dim(queries, 0), bank.data(), bank_type_of(bank), dim(bank, 0), dim(queries, 1), k,
            dist.data(), idx.data(), status.data(), as_stream(stream));
@@ -54,11 +57,12 @@ void knn_cuda_binding(CudaIn<float> queries, AnyBank bank, int64_t k, CudaOut<fl
 }  // namespace
 
 void bind_knn(nb::module_& m) {
-  m.def("knn_cpu", &knn_cpu_binding, nb::arg("queries"), nb::arg("bank"), nb::arg("k"), nb::arg("dist"),
-        nb::arg("idx"), nb::call_guard<nb::gil_scoped_release>());
+  m.def("knn_cpu", &knn_cpu_binding, nb::arg("queries").noconvert(), nb::arg("bank").noconvert(), nb::arg("k"),
+        nb::arg("dist").noconvert(), nb::arg("idx").noconvert(), nb::call_guard<nb::gil_scoped_release>());
 #ifdef XMODAL_WITH_CUDA
-  m.def("knn_cuda", &knn_cuda_binding, nb::arg("queries"), nb::arg("bank"), nb::arg("k"), nb::arg("dist"),
-        nb::arg("idx"), nb::arg("status"), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
+  m.def("knn_cuda", &knn_cuda_binding, nb::arg("queries").noconvert(), nb::arg("bank").noconvert(), nb::arg("k"),
+        nb::arg("dist").noconvert(), nb::arg("idx").noconvert(), nb::arg("status").noconvert(), nb::arg("stream"),
+        nb::call_guard<nb::gil_scoped_release>());
 #endif
 }
 

@@ -1,8 +1,9 @@
+#include "ops/mahalanobis/mahalanobis.h"
+
 #include <cmath>
 
 #include "bindings/arrays.h"
 #include "common/cuda_device.h"
-#include "ops/mahalanobis/mahalanobis.h"
 
 namespace xmodal::bindings {
 namespace {
@@ -49,16 +50,14 @@ void mahalanobis_cuda_binding(CudaIn<float> x, CudaIn<float> mean, CudaIn<float>
 #endif
 
 // Returns the first position whose matrix is not positive definite, or -1.
-int64_t gaussian_factors_cpu_binding(CpuIn<double> packed, double scale, double regularization,
-                                     CpuOut<float> factors) {
+int64_t gaussian_factors_cpu_binding(CpuIn<double> packed, double scale, double regularization, CpuOut<float> factors) {
   require_ndim(packed, 2, "packed");
   require_ndim(factors, 2, "factors");
   require_dim(factors, 0, dim(packed, 0), "factors");
   require_dim(factors, 1, dim(packed, 1), "factors");
   const int64_t size = dim(packed, 1);
   const auto features = static_cast<int64_t>((std::sqrt(8.0 * static_cast<double>(size) + 1.0) - 1.0) / 2.0 + 0.5);
-  XMODAL_CHECK(features >= 1 && packed_row_offset(features) == size, "packed.shape[1] must be d*(d+1)/2; got ",
-               size);
+  XMODAL_CHECK(features >= 1 && packed_row_offset(features) == size, "packed.shape[1] must be d*(d+1)/2; got ", size);
   return gaussian_factors_cpu(packed.data(), dim(packed, 0), features, scale, regularization, factors.data());
 }
 
@@ -82,8 +81,8 @@ void bind_mahalanobis(nb::module_& m) {
         nb::arg("factors").noconvert(), nb::arg("dist").noconvert(), nb::call_guard<nb::gil_scoped_release>());
 #ifdef XMODAL_WITH_CUDA
   m.def("mahalanobis_cuda", &mahalanobis_cuda_binding, nb::arg("x").noconvert(), nb::arg("mean").noconvert(),
-        nb::arg("factors").noconvert(), nb::arg("dist").noconvert(), nb::arg("status").noconvert(),
-        nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
+        nb::arg("factors").noconvert(), nb::arg("dist").noconvert(), nb::arg("status").noconvert(), nb::arg("stream"),
+        nb::call_guard<nb::gil_scoped_release>());
 #endif
 }
 

@@ -65,8 +65,8 @@ void check_grid_shapes(const Features& features, const Index& pixel_index, int64
 void grid_cpu_binding(CpuIn<float> features, CpuIn<int64_t> pixel_index, int64_t height, int64_t width,
                       int64_t out_height, int64_t out_width, bool channels_last, CpuOut<float> out) {
   check_grid_shapes(features, pixel_index, out_height, out_width, channels_last, out);
-  points_to_grid_cpu(features.data(), dim(features, 0), dim(features, 1), pixel_index.data(), height, width,
-                     out_height, out_width, channels_last, out.data());
+  points_to_grid_cpu(features.data(), dim(features, 0), dim(features, 1), pixel_index.data(), height, width, out_height,
+                     out_width, channels_last, out.data());
 }
 
 #ifdef XMODAL_WITH_CUDA
@@ -98,22 +98,24 @@ void grid_cuda_binding(CudaIn<float> features, CudaIn<int64_t> pixel_index, int6
 }  // namespace
 
 void bind_pointcloud(nb::module_& m) {
-  m.def("farthest_point_sample_cpu", &fps_cpu_binding, nb::arg("points"), nb::arg("n"), nb::arg("start"),
-        nb::arg("reference"), nb::arg("idx"), nb::call_guard<nb::gil_scoped_release>());
+  m.def("farthest_point_sample_cpu", &fps_cpu_binding, nb::arg("points").noconvert(), nb::arg("n"), nb::arg("start"),
+        nb::arg("reference"), nb::arg("idx").noconvert(), nb::call_guard<nb::gil_scoped_release>());
   m.def("pointnet2_log2_threads", &pointnet2_log2_threads, nb::arg("num_points"));
-  m.def("three_nn_interpolate_cpu", &three_nn_cpu_binding, nb::arg("points"), nb::arg("centers"),
-        nb::arg("center_features"), nb::arg("out"), nb::call_guard<nb::gil_scoped_release>());
-  m.def("points_to_grid_cpu", &grid_cpu_binding, nb::arg("features"), nb::arg("pixel_index"), nb::arg("height"),
-        nb::arg("width"), nb::arg("out_height"), nb::arg("out_width"), nb::arg("channels_last"), nb::arg("out"),
+  m.def("three_nn_interpolate_cpu", &three_nn_cpu_binding, nb::arg("points").noconvert(),
+        nb::arg("centers").noconvert(), nb::arg("center_features").noconvert(), nb::arg("out").noconvert(),
         nb::call_guard<nb::gil_scoped_release>());
+  m.def("points_to_grid_cpu", &grid_cpu_binding, nb::arg("features").noconvert(), nb::arg("pixel_index").noconvert(),
+        nb::arg("height"), nb::arg("width"), nb::arg("out_height"), nb::arg("out_width"), nb::arg("channels_last"),
+        nb::arg("out").noconvert(), nb::call_guard<nb::gil_scoped_release>());
 #ifdef XMODAL_WITH_CUDA
-  m.def("three_nn_interpolate_cuda", &three_nn_cuda_binding, nb::arg("points"), nb::arg("centers"),
-        nb::arg("center_features"), nb::arg("out"), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
-  m.def("points_to_grid_cuda", &grid_cuda_binding, nb::arg("features"), nb::arg("pixel_index"), nb::arg("height"),
-        nb::arg("width"), nb::arg("out_height"), nb::arg("out_width"), nb::arg("channels_last"), nb::arg("out"),
+  m.def("three_nn_interpolate_cuda", &three_nn_cuda_binding, nb::arg("points").noconvert(),
+        nb::arg("centers").noconvert(), nb::arg("center_features").noconvert(), nb::arg("out").noconvert(),
         nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
-  m.def("farthest_point_sample_cuda", &fps_cuda_binding, nb::arg("points"), nb::arg("n"), nb::arg("start"),
-        nb::arg("reference"), nb::arg("idx"), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
+  m.def("points_to_grid_cuda", &grid_cuda_binding, nb::arg("features").noconvert(), nb::arg("pixel_index").noconvert(),
+        nb::arg("height"), nb::arg("width"), nb::arg("out_height"), nb::arg("out_width"), nb::arg("channels_last"),
+        nb::arg("out").noconvert(), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
+  m.def("farthest_point_sample_cuda", &fps_cuda_binding, nb::arg("points").noconvert(), nb::arg("n"), nb::arg("start"),
+        nb::arg("reference"), nb::arg("idx").noconvert(), nb::arg("stream"), nb::call_guard<nb::gil_scoped_release>());
 #endif
 }
 

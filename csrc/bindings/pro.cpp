@@ -1,3 +1,5 @@
+#include "ops/pro/pro.h"
+
 #include <nanobind/stl/pair.h>
 
 #include <utility>
@@ -5,7 +7,6 @@
 #include "bindings/evaluation.h"
 #include "common/cuda_device.h"
 #include "ops/pro/curve.h"
-#include "ops/pro/pro.h"
 
 namespace xmodal::bindings {
 namespace {
@@ -120,16 +121,18 @@ void aupro_cuda_binding(std::vector<AnyIn<nb::device::cuda>> maps, std::vector<M
 }  // namespace
 
 void bind_pro(nb::module_& m) {
-  m.def("pro_curve_cpu", &pro_curve_cpu_binding, nb::arg("maps"), nb::arg("masks"), nb::arg("num_thresholds"));
-  m.def("aupro_cpu", &aupro_cpu_binding, nb::arg("maps"), nb::arg("masks"), nb::arg("num_thresholds"),
-        nb::arg("limits"), nb::arg("out"));
-  m.def("aupro_bootstrap_cpu", &aupro_bootstrap_cpu_binding, nb::arg("maps"), nb::arg("masks"),
-        nb::arg("num_thresholds"), nb::arg("limits"), nb::arg("multiplicity"), nb::arg("out"));
+  m.def("pro_curve_cpu", &pro_curve_cpu_binding, nb::arg("maps").noconvert(), nb::arg("masks").noconvert(),
+        nb::arg("num_thresholds"));
+  m.def("aupro_cpu", &aupro_cpu_binding, nb::arg("maps").noconvert(), nb::arg("masks").noconvert(),
+        nb::arg("num_thresholds"), nb::arg("limits").noconvert(), nb::arg("out").noconvert());
+  m.def("aupro_bootstrap_cpu", &aupro_bootstrap_cpu_binding, nb::arg("maps").noconvert(), nb::arg("masks").noconvert(),
+        nb::arg("num_thresholds"), nb::arg("limits").noconvert(), nb::arg("multiplicity").noconvert(),
+        nb::arg("out").noconvert());
 #ifdef XMODAL_WITH_CUDA
-  m.def("pro_curve_cuda", &pro_curve_cuda_binding, nb::arg("maps"), nb::arg("masks"), nb::arg("num_thresholds"),
-        nb::arg("stream"));
-  m.def("aupro_cuda", &aupro_cuda_binding, nb::arg("maps"), nb::arg("masks"), nb::arg("num_thresholds"),
-        nb::arg("limits"), nb::arg("out"), nb::arg("stream"));
+  m.def("pro_curve_cuda", &pro_curve_cuda_binding, nb::arg("maps").noconvert(), nb::arg("masks").noconvert(),
+        nb::arg("num_thresholds"), nb::arg("stream"));
+  m.def("aupro_cuda", &aupro_cuda_binding, nb::arg("maps").noconvert(), nb::arg("masks").noconvert(),
+        nb::arg("num_thresholds"), nb::arg("limits").noconvert(), nb::arg("out").noconvert(), nb::arg("stream"));
 #endif
 }
 

@@ -1,5 +1,6 @@
-#include "bindings/arrays.h"
 #include "ops/ransac/ransac.h"
+
+#include "bindings/arrays.h"
 
 namespace xmodal::bindings {
 namespace {
@@ -19,9 +20,9 @@ void ransac_plane_cpu_binding(CpuIn<float> points, double threshold, int64_t sam
 }  // namespace
 
 void bind_ransac(nb::module_& m) {
-  m.def("ransac_plane_cpu", &ransac_plane_cpu_binding, nb::arg("points"), nb::arg("threshold"),
-        nb::arg("sample_size"), nb::arg("iterations"), nb::arg("probability"), nb::arg("seed"), nb::arg("plane"), nb::arg("inliers"),
-        nb::call_guard<nb::gil_scoped_release>());
+  m.def("ransac_plane_cpu", &ransac_plane_cpu_binding, nb::arg("points").noconvert(), nb::arg("threshold"),
+        nb::arg("sample_size"), nb::arg("iterations"), nb::arg("probability"), nb::arg("seed"),
+        nb::arg("plane").noconvert(), nb::arg("inliers").noconvert(), nb::call_guard<nb::gil_scoped_release>());
 }
 
 }  // namespace xmodal::bindings

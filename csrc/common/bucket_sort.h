@@ -31,7 +31,7 @@ constexpr int64_t kNumBuckets = int64_t{1} << kBucketBits;
 // 2 * kNumBuckets bins counts both classes.
 using Histogram = std::vector<uint32_t>;
 constexpr int64_t kNumCodes = 2 * kNumBuckets;
-constexpr int64_t kBlock = 1024;  // items per staged block (its keys and codes stay in L1)
+constexpr int64_t kBlock = 1024;          // items per staged block (its keys and codes stay in L1)
 constexpr int64_t kActiveBuckets = 4096;  // buckets spanned by the bulk of the data
 
 // A monotone map from keys to buckets: bucket = min((max(key, lo) - lo) >> shift, last). Any
@@ -153,8 +153,8 @@ inline int64_t select_block(const Score* scores, const uint8_t* flags, int64_t c
 // on some cores), then stored whole. The same arithmetic as descending_key / bucket_code.
 template <>
 inline int64_t select_block<float, uint32_t>(const float* scores, const uint8_t* flags, int64_t count,
-                                             const BucketMap<uint32_t>& map, const CodeSet& wanted,
-                                             uint32_t* keys_out, uint32_t* codes_out) {
+                                             const BucketMap<uint32_t>& map, const CodeSet& wanted, uint32_t* keys_out,
+                                             uint32_t* codes_out) {
   const __m512 zero = _mm512_setzero_ps();
   const __m512i izero = _mm512_setzero_si512(), sign = _mm512_set1_epi32(static_cast<int>(0x80000000u));
   const __m512i ones = _mm512_set1_epi32(-1), low5 = _mm512_set1_epi32(31), one = _mm512_set1_epi32(1);
@@ -299,8 +299,10 @@ void sort_slots(Item* items, const BucketLayout& layout, KeyOfItem key_of) {
   int64_t widest = 0;
   for (int64_t s = 0; s < layout.slots(); ++s) {
     const int64_t n = layout.begin[s + 1] - layout.begin[s];
-    if (n >= large) big.push_back(s);
-    else widest = std::max(widest, n);
+    if (n >= large)
+      big.push_back(s);
+    else
+      widest = std::max(widest, n);
   }
   ParallelErrors errors;
 #pragma omp parallel

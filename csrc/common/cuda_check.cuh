@@ -11,8 +11,8 @@ namespace xmodal {
 
 inline void cuda_check(cudaError_t status, const char* what, const char* file, int line) {
   if (status != cudaSuccess) {
-    throw std::runtime_error(std::string("CUDA error in ") + what + " (" + file + ":" +
-                             std::to_string(line) + "): " + cudaGetErrorString(status));
+    throw std::runtime_error(std::string("CUDA error in ") + what + " (" + file + ":" + std::to_string(line) +
+                             "): " + cudaGetErrorString(status));
   }
 }
 

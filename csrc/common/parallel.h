@@ -1,6 +1,7 @@
 // OpenMP thread control shared by every CPU kernel.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <exception>
 
@@ -21,17 +22,21 @@ inline void chunk_range(int64_t n, int64_t parts, int64_t i, int64_t& begin, int
 // An exception must not leave an OpenMP region (the runtime would terminate the process, and
 // with it the Python interpreter). Wrap the body of every parallel loop iteration in run();
 // the first exception is kept and rethrown by rethrow() after the region.
+//
+// `failed_` only lets the remaining iterations skip their work early, so relaxed atomics are
+// enough: the exception itself is written inside a critical section and read by rethrow()
+// after the region, whose closing barrier orders the two.
 class ParallelErrors {
  public:
   template <typename Body>
   void run(Body&& body) noexcept {
-    if (failed_) return;
+    if (failed_.load(std::memory_order_relaxed)) return;
     try {
       body();
     } catch (...) {
 #pragma omp critical(xmodal_parallel_errors)
       if (!error_) error_ = std::current_exception();
-      failed_ = true;
+      failed_.store(true, std::memory_order_relaxed);
     }
   }
 
@@ -41,7 +46,7 @@ class ParallelErrors {
 
  private:
   std::exception_ptr error_;
-  volatile bool failed_ = false;
+  std::atomic<bool> failed_{false};
 };
 
 }  // namespace xmodal

@@ -175,22 +175,23 @@ void search_all(const PointTree& tree, const float* points, const float* queries
     std::vector<typename Search::Neighbour> found(static_cast<size_t>(k));
     std::vector<int64_t> previous;
 #pragma omp for schedule(static)
-    for (int64_t q = 0; q < num_queries; ++q) errors.run([&] {
-      const float* query = queries + 3 * q;
-      Rank bound = std::numeric_limits<Rank>::infinity();
-      if (!previous.empty()) {
-        bound = Rank(0);
-        for (int64_t row : previous) {
-          const float* p = points + 3 * row;
-          bound = std::max(bound, Metric::rank(Metric::distance(query[0], query[1], query[2], p[0], p[1], p[2])));
+    for (int64_t q = 0; q < num_queries; ++q)
+      errors.run([&] {
+        const float* query = queries + 3 * q;
+        Rank bound = std::numeric_limits<Rank>::infinity();
+        if (!previous.empty()) {
+          bound = Rank(0);
+          for (int64_t row : previous) {
+            const float* p = points + 3 * row;
+            bound = std::max(bound, Metric::rank(Metric::distance(query[0], query[1], query[2], p[0], p[1], p[2])));
+          }
         }
-      }
-      search.search(query[0], query[1], query[2], bound, found.data());
-      emit(q, found.data());
-      previous.clear();
-      if (k <= kMaxSeededK)
-        for (const auto& n : found) previous.push_back(n.index);
-    });
+        search.search(query[0], query[1], query[2], bound, found.data());
+        emit(q, found.data());
+        previous.clear();
+        if (k <= kMaxSeededK)
+          for (const auto& n : found) previous.push_back(n.index);
+      });
   }
   errors.rethrow();
 }

@@ -20,8 +20,8 @@ class PointTree {
  public:
   struct Node {
     float lo[3], hi[3];
-    int32_t begin, end;    // positions [begin, end)
-    int32_t left, right;   // children; -1 for a leaf
+    int32_t begin, end;   // positions [begin, end)
+    int32_t left, right;  // children; -1 for a leaf
     bool leaf() const { return left < 0; }
   };
 

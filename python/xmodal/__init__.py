@@ -1,8 +1,18 @@
 """xmodal: fast multimodal (RGB + 3D point cloud) industrial anomaly detection.
 
-Native C++/CUDA kernels (exact kNN, greedy coreset, point-cloud sampling, AUPRO/AUROC, fused
-MLP scoring) under the methods of the field (PatchCore, M3DM, CFM, G2SF, BridgeNet) and its
-evaluation protocol. numpy or torch arrays in, the same kind out.
+- ``xmodal.ops``: native C++/CUDA kernels (exact kNN, greedy coreset, point-cloud sampling and
+  grouping, RANSAC plane and DBSCAN background removal, fused MLP and CFM scoring, AUROC,
+  PRO/AUPRO, connected components); ``knn``, ``coreset`` and ``greedy_coreset`` also here.
+- ``xmodal.MemoryBank``: coreset memory banks with exact k-NN queries, streamed builds, save/load.
+- ``xmodal.methods``: CFM and PatchCore (RGB, 3D, or both with M3DM-style banks and fusion),
+  behind one Detector interface, calibrated to give verdicts; ``xmodal.load`` reads a saved
+  detector.
+- ``xmodal.metrics`` / ``xmodal.evaluate``: the evaluation protocol (I-AUROC, P-AUROC, AUPRO at
+  30/10/5/1 % FPR; exact, M3DM and CFM variants) and paper-style reports.
+- ``xmodal.data``: MVTec 3D-AD / Eyecandies readers, preprocessing, a synthetic generator.
+
+numpy or torch arrays in, the same kind out. torch is needed only by the methods (and
+backbones): ``import xmodal``, the kernels, the memory bank and the metrics work without it.
 """
 
 from ._backend import build_info, cuda_available, get_num_threads, set_num_threads
@@ -32,6 +42,7 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "MemoryBank",

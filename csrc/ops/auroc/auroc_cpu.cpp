@@ -27,7 +27,8 @@ std::vector<Piece> make_pieces(const std::vector<ScoreChunk>& chunks) {
     XMODAL_CHECK(c.size >= 0, "chunk sizes must be non-negative; got ", c.size);
     total += c.size;
   }
-  const int64_t step = std::min<int64_t>(int64_t{1} << 31, std::max<int64_t>(1 << 16, total / (4 * int64_t{num_threads()}) + 1));
+  const int64_t step =
+      std::min<int64_t>(int64_t{1} << 31, std::max<int64_t>(1 << 16, total / (4 * int64_t{num_threads()}) + 1));
   std::vector<Piece> pieces;
   for (size_t c = 0; c < chunks.size(); ++c) {
     for (int64_t b = 0; b < chunks[c].size; b += step) pieces.push_back({c, b, std::min(chunks[c].size, b + step)});
@@ -44,7 +45,9 @@ double auroc_typed(const std::vector<ScoreChunk>& chunks) {
   std::vector<std::pair<const Score*, int64_t>> spans;
   for (const ScoreChunk& c : chunks) spans.emplace_back(static_cast<const Score*>(c.scores), c.size);
   const BucketMap<Key> map = sample_bucket_map(spans);
-  auto scores_of = [&](const Piece& piece) { return static_cast<const Score*>(chunks[piece.chunk].scores) + piece.begin; };
+  auto scores_of = [&](const Piece& piece) {
+    return static_cast<const Score*>(chunks[piece.chunk].scores) + piece.begin;
+  };
   auto labels_of = [&](const Piece& piece) { return chunks[piece.chunk].labels + piece.begin; };
   ParallelErrors errors;
 #pragma omp parallel for schedule(dynamic, 1)

@@ -3,7 +3,6 @@
 // p_g * (2 * negatives_below + n_g) summed in unsigned 64-bit integers (2U <= 2 P N, checked
 // to fit). The division is shared with the CPU path.
 #include <cub/cub.cuh>
-
 #include <vector>
 
 #include "common/check.h"
@@ -16,8 +15,8 @@ namespace xmodal {
 namespace {
 
 template <typename Score, typename Key>
-__global__ void keys_and_labels(const Score* scores, const uint8_t* labels, long long n, Key* keys,
-                                long long* positive, unsigned long long* not_finite) {
+__global__ void keys_and_labels(const Score* scores, const uint8_t* labels, long long n, Key* keys, long long* positive,
+                                unsigned long long* not_finite) {
   XMODAL_GRID_STRIDE(i, n) {
     if (not_finite_bit(scores[i])) atomicAdd(not_finite, 1ull);
     keys[i] = descending_key(scores[i]);
@@ -65,19 +64,24 @@ double auroc_typed(const std::vector<ScoreChunk>& chunks, cudaStream_t stream) {
            c.labels, static_cast<long long>(c.size), keys.get() + offset, positive.get() + offset, not_finite.get());
     offset += c.size;
   }
-  cub_run([&](void* temp, size_t& bytes) {
-    return cub::DeviceRadixSort::SortPairs(temp, bytes, keys.get(), sorted_keys.get(), positive.get(),
-                                           sorted_positive.get(), items, 0, static_cast<int>(8 * sizeof(Key)), stream);
-  }, stream, "cub::DeviceRadixSort::SortPairs");
-  cub_run([&](void* temp, size_t& bytes) {
-    return cub::DeviceScan::InclusiveSum(temp, bytes, sorted_positive.get(), sorted_positive.get(), items, stream);
-  }, stream, "cub::DeviceScan::InclusiveSum");
+  cub_run(
+      [&](void* temp, size_t& bytes) {
+        return cub::DeviceRadixSort::SortPairs(temp, bytes, keys.get(), sorted_keys.get(), positive.get(),
+                                               sorted_positive.get(), items, 0, static_cast<int>(8 * sizeof(Key)),
+                                               stream);
+      },
+      stream, "cub::DeviceRadixSort::SortPairs");
+  cub_run(
+      [&](void* temp, size_t& bytes) {
+        return cub::DeviceScan::InclusiveSum(temp, bytes, sorted_positive.get(), sorted_positive.get(), items, stream);
+      },
+      stream, "cub::DeviceScan::InclusiveSum");
   unsigned long long host_not_finite = 0;
   long long num_pos = 0;
-  XMODAL_CUDA_CHECK(cudaMemcpyAsync(&host_not_finite, not_finite.get(), sizeof(host_not_finite),
-                                    cudaMemcpyDeviceToHost, stream));
-  XMODAL_CUDA_CHECK(cudaMemcpyAsync(&num_pos, sorted_positive.get() + (total - 1), sizeof(num_pos),
-                                    cudaMemcpyDeviceToHost, stream));
+  XMODAL_CUDA_CHECK(
+      cudaMemcpyAsync(&host_not_finite, not_finite.get(), sizeof(host_not_finite), cudaMemcpyDeviceToHost, stream));
+  XMODAL_CUDA_CHECK(
+      cudaMemcpyAsync(&num_pos, sorted_positive.get() + (total - 1), sizeof(num_pos), cudaMemcpyDeviceToHost, stream));
   XMODAL_CUDA_CHECK(cudaStreamSynchronize(stream));
   XMODAL_CHECK(host_not_finite == 0, "scores contain NaN or infinite values");
   const long long num_neg = total - num_pos;
@@ -90,19 +94,23 @@ double auroc_typed(const std::vector<ScoreChunk>& chunks, cudaStream_t stream) {
   DeviceBuffer<long long> ends(total, stream);
   DeviceBuffer<int> groups(1, stream);
   launch(group_ends<Key>, total, stream, "group_ends", sorted_keys.get(), total, positive.get(), is_end.get());
-  cub_run([&](void* temp, size_t& bytes) {
-    return cub::DeviceSelect::Flagged(temp, bytes, positive.get(), is_end.get(), ends.get(), groups.get(), items,
-                                      stream);
-  }, stream, "cub::DeviceSelect::Flagged");
+  cub_run(
+      [&](void* temp, size_t& bytes) {
+        return cub::DeviceSelect::Flagged(temp, bytes, positive.get(), is_end.get(), ends.get(), groups.get(), items,
+                                          stream);
+      },
+      stream, "cub::DeviceSelect::Flagged");
   int host_groups = 0;
   XMODAL_CUDA_CHECK(cudaMemcpyAsync(&host_groups, groups.get(), sizeof(int), cudaMemcpyDeviceToHost, stream));
   XMODAL_CUDA_CHECK(cudaStreamSynchronize(stream));
   DeviceBuffer<unsigned long long> term(host_groups, stream), sum(1, stream);
   launch(group_terms, host_groups, stream, "group_terms", ends.get(), static_cast<long long>(host_groups),
          sorted_positive.get(), num_neg, term.get());
-  cub_run([&](void* temp, size_t& bytes) {
-    return cub::DeviceReduce::Sum(temp, bytes, term.get(), sum.get(), host_groups, stream);
-  }, stream, "cub::DeviceReduce::Sum");
+  cub_run(
+      [&](void* temp, size_t& bytes) {
+        return cub::DeviceReduce::Sum(temp, bytes, term.get(), sum.get(), host_groups, stream);
+      },
+      stream, "cub::DeviceReduce::Sum");
   unsigned long long twice_u = 0;
   XMODAL_CUDA_CHECK(cudaMemcpyAsync(&twice_u, sum.get(), sizeof(twice_u), cudaMemcpyDeviceToHost, stream));
   XMODAL_CUDA_CHECK(cudaStreamSynchronize(stream));

@@ -20,7 +20,7 @@ void connected_components_cpu(const uint8_t* masks, int64_t count, int64_t heigh
 
 // CUDA version: same contract on device pointers, queued on `stream` (union-find with
 // atomicMin links, so each set's root is its first pixel in raster order).
-void connected_components_cuda(const uint8_t* masks, int64_t count, int64_t height, int64_t width,
-                               int32_t* labels, int64_t* num, void* stream);
+void connected_components_cuda(const uint8_t* masks, int64_t count, int64_t height, int64_t width, int32_t* labels,
+                               int64_t* num, void* stream);
 
 }  // namespace xmodal

@@ -10,11 +10,10 @@ namespace xmodal {
 
 void connected_components_cpu(const uint8_t* masks, int64_t count, int64_t height, int64_t width, int32_t* labels,
                               int64_t* num) {
-  XMODAL_CHECK(count >= 0 && height >= 0 && width >= 0, "masks must have a non-negative shape; got (", count,
-               ", ", height, ", ", width, ")");
+  XMODAL_CHECK(count >= 0 && height >= 0 && width >= 0, "masks must have a non-negative shape; got (", count, ", ",
+               height, ", ", width, ")");
   const int64_t pixels = height * width;
-  XMODAL_CHECK(pixels < (int64_t{1} << 31), "each mask must have fewer than 2^31 pixels; got ", height, " x ",
-               width);
+  XMODAL_CHECK(pixels < (int64_t{1} << 31), "each mask must have fewer than 2^31 pixels; got ", height, " x ", width);
   ParallelErrors errors;
 #pragma omp parallel
   {

@@ -29,8 +29,8 @@ __global__ void write_counts(const int* rank, long long count, long long pixels,
 
 }  // namespace
 
-void connected_components_cuda(const uint8_t* masks, int64_t count, int64_t height, int64_t width,
-                               int32_t* labels, int64_t* num, void* stream_handle) {
+void connected_components_cuda(const uint8_t* masks, int64_t count, int64_t height, int64_t width, int32_t* labels,
+                               int64_t* num, void* stream_handle) {
   XMODAL_CHECK(count >= 0 && height >= 0 && width >= 0, "masks must have a non-negative shape");
   const long long pixels = height * width, total = count * pixels;
   if (count == 0) return;
@@ -48,9 +48,11 @@ void connected_components_cuda(const uint8_t* masks, int64_t count, int64_t heig
   launch(root_flags, total, stream, "root_flags", parent, total, flags.get());
   XMODAL_CUDA_CHECK(cudaMemsetAsync(flags.get() + total, 0, sizeof(int), stream));
   const int items = static_cast<int>(total + 1);
-  cub_run([&](void* temp, size_t& bytes) {
-    return cub::DeviceScan::ExclusiveSum(temp, bytes, flags.get(), rank.get(), items, stream);
-  }, stream, "cub::DeviceScan::ExclusiveSum");
+  cub_run(
+      [&](void* temp, size_t& bytes) {
+        return cub::DeviceScan::ExclusiveSum(temp, bytes, flags.get(), rank.get(), items, stream);
+      },
+      stream, "cub::DeviceScan::ExclusiveSum");
   launch(write_labels, total, stream, "write_labels", parent, rank.get(), total, pixels, labels);
   launch(write_counts, count, stream, "write_counts", rank.get(), static_cast<long long>(count), pixels, num);
 }

@@ -19,13 +19,15 @@
 
 namespace xmodal {
 
-void greedy_coreset_cpu(const float* x, int64_t num_points, int64_t dim, int64_t n, int64_t start,
-                        int64_t* idx);
+void greedy_coreset_cpu(const float* x, int64_t num_points, int64_t dim, int64_t n, int64_t start, int64_t* idx);
 
 // CUDA version (device pointers, queued on `stream`). Distances are accumulated in float32
 // (float64 is 1/32-1/64 rate on most GPUs), so near-ties within float32 rounding may resolve
-// differently from the CPU path.
-void greedy_coreset_cuda(const float* x, int64_t num_points, int64_t dim, int64_t n, int64_t start,
-                         int64_t* idx, void* stream);
+// differently from the CPU path: each pick's true (float64) distance is within a relative
+// 2 D 2^-24 of the largest. Rows whose float32 sum overflows (coordinates beyond ~1e19) or is
+// below 2^-100 (where float32 underflow dominates) are summed in float64 instead, so this holds
+// for any finite input.
+void greedy_coreset_cuda(const float* x, int64_t num_points, int64_t dim, int64_t n, int64_t start, int64_t* idx,
+                         void* stream);
 
 }  // namespace xmodal

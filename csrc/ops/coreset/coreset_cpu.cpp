@@ -50,17 +50,15 @@ struct alignas(64) ThreadBest {  // one cache line per thread: no false sharing
 
 }  // namespace
 
-void greedy_coreset_cpu(const float* x, int64_t num_points, int64_t dim, int64_t n, int64_t start,
-                        int64_t* idx) {
-  XMODAL_CHECK(num_points >= 1 && dim >= 1, "x must be a non-empty (N, D) matrix; got (", num_points, ", ",
-               dim, ")");
+void greedy_coreset_cpu(const float* x, int64_t num_points, int64_t dim, int64_t n, int64_t start, int64_t* idx) {
+  XMODAL_CHECK(num_points >= 1 && dim >= 1, "x must be a non-empty (N, D) matrix; got (", num_points, ", ", dim, ")");
   XMODAL_CHECK(n >= 1 && n <= num_points, "n must be in [1, N=", num_points, "]; got ", n);
   XMODAL_CHECK(start >= 0 && start < num_points, "start must be in [0, N=", num_points, "); got ", start);
   idx[0] = start;
   if (n == 1) return;
 
-  const int threads = static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>(num_threads(), num_points / kMinRowsPerThread)));
+  const int threads =
+      static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), num_points / kMinRowsPerThread)));
   // Per point: running minimum and owning cluster (cluster id = selection step of its center).
   std::vector<double> min_distance(static_cast<size_t>(num_points), std::numeric_limits<double>::infinity());
   std::vector<int64_t> owner(static_cast<size_t>(num_points), -1);

@@ -15,9 +15,9 @@
 namespace xmodal {
 namespace {
 
-constexpr int kReach = 2;            // with cells of side eps/sqrt(3), neighbours are <= 2 cells away
-constexpr double kShrink = 1e-8;     // keeps every same-cell pair strictly inside eps despite rounding
-constexpr int kDigitBits = 11;       // radix-sort digit
+constexpr int kReach = 2;         // with cells of side eps/sqrt(3), neighbours are <= 2 cells away
+constexpr double kShrink = 1e-8;  // keeps every same-cell pair strictly inside eps despite rounding
+constexpr int kDigitBits = 11;    // radix-sort digit
 constexpr int64_t kNoLabel = std::numeric_limits<int64_t>::max();
 // Below this many points the whole clustering takes a few milliseconds on one core, less than
 // what waking (spin-waiting) threads for its eight parallel loops costs on a busy machine.
@@ -89,8 +89,8 @@ class Grid {
       while ((int64_t{1} << bits_[k]) <= max_cell_[k]) ++bits_[k];
       total_bits += bits_[k];
     }
-    XMODAL_CHECK(total_bits <= 63, "eps=", eps, " is too small for the extent of the points: the voxel grid ",
-                 "needs ", total_bits, " bits of cell coordinates (at most 63)");
+    XMODAL_CHECK(total_bits <= 63, "eps=", eps, " is too small for the extent of the points: the voxel grid ", "needs ",
+                 total_bits, " bits of cell coordinates (at most 63)");
 
     std::vector<uint64_t> keys(static_cast<size_t>(n));
 #pragma omp parallel for schedule(static) if (parallel)
@@ -137,8 +137,7 @@ class Grid {
         for (int64_t dz = -kReach; dz <= kReach; ++dz) {
           if (dx == 0 && dy == 0 && dz == 0) continue;
           const int64_t q[3] = {base[0] + dx, base[1] + dy, base[2] + dz};
-          if (q[0] < 0 || q[1] < 0 || q[2] < 0 || q[0] > max_cell_[0] || q[1] > max_cell_[1] ||
-              q[2] > max_cell_[2])
+          if (q[0] < 0 || q[1] < 0 || q[2] < 0 || q[0] > max_cell_[0] || q[1] > max_cell_[1] || q[2] > max_cell_[2])
             continue;
           const int64_t other = find(pack(q));
           if (other >= 0) f(other);

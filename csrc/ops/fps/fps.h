@@ -1,6 +1,7 @@
 // Farthest point sampling of a 3D point cloud.
 //
-//   points     (N, 3) float32, C-contiguous, finite (the caller rejects NaN/inf)
+//   points     (N, 3) float32, C-contiguous, finite (the caller rejects NaN/inf), every
+//              coordinate below 2^127 in magnitude (common/point_range.h; invalid_argument otherwise)
 //   n          1 <= n <= N points to select
 //   start      0 <= start < N: idx[0]
 //   reference  false: exact FPS. Each further index is the not-yet-selected point whose
@@ -35,12 +36,12 @@ namespace xmodal {
 // computed with its floating-point log formula).
 int pointnet2_log2_threads(int64_t num_points);
 
-void farthest_point_sample_cpu(const float* points, int64_t num_points, int64_t n, int64_t start,
-                               bool reference, int64_t* idx);
+void farthest_point_sample_cpu(const float* points, int64_t num_points, int64_t n, int64_t start, bool reference,
+                               int64_t* idx);
 
 // CUDA version (device pointers, queued on `stream`): same contract and the same arithmetic,
 // so it selects exactly what the CPU selects. One kernel launch per selected point.
-void farthest_point_sample_cuda(const float* points, int64_t num_points, int64_t n, int64_t start,
-                                bool reference, int64_t* idx, void* stream);
+void farthest_point_sample_cuda(const float* points, int64_t num_points, int64_t n, int64_t start, bool reference,
+                                int64_t* idx, void* stream);
 
 }  // namespace xmodal

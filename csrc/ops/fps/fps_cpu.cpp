@@ -5,14 +5,15 @@
 
 #include "common/check.h"
 #include "common/point_math.h"
+#include "common/point_range.h"
 #include "common/point_tree.h"
 #include "ops/fps/fps.h"
 
 namespace xmodal {
 namespace {
 
-constexpr double kSelected = -1.0;        // running distance of a selected point (exact FPS)
-constexpr double kPointnet2Init = 1e10;   // pointnet2_ops' initial running distance
+constexpr double kSelected = -1.0;       // running distance of a selected point (exact FPS)
+constexpr double kPointnet2Init = 1e10;  // pointnet2_ops' initial running distance
 constexpr double kPointnet2MinNorm = 1e-3;
 constexpr int kLeafSize = 128;
 
@@ -51,8 +52,7 @@ class BucketFps {
       tree_.build(points, num_points, nullptr, kLeafSize);
     }
     const int64_t size = tree_.size();
-    distance_.assign(static_cast<size_t>(size),
-                     reference ? kPointnet2Init : std::numeric_limits<double>::infinity());
+    distance_.assign(static_cast<size_t>(size), reference ? kPointnet2Init : std::numeric_limits<double>::infinity());
     key_.resize(static_cast<size_t>(size));
     for (int64_t pos = 0; pos < size; ++pos) {
       const int64_t row = tree_.index()[pos];
@@ -99,8 +99,8 @@ class BucketFps {
     if (node.leaf()) return leaf_best(id);
     init_best(node.left);
     init_best(node.right);
-    best_[static_cast<size_t>(id)] = better_of(best_[static_cast<size_t>(node.left)],
-                                               best_[static_cast<size_t>(node.right)]);
+    best_[static_cast<size_t>(id)] =
+        better_of(best_[static_cast<size_t>(node.left)], best_[static_cast<size_t>(node.right)]);
   }
 
   // Skipping a node whose lower bound is >= its largest running distance is exact: every
@@ -133,8 +133,8 @@ class BucketFps {
     }
     update(node.left, cx, cy, cz, center_pos);
     update(node.right, cx, cy, cz, center_pos);
-    best_[static_cast<size_t>(id)] = better_of(best_[static_cast<size_t>(node.left)],
-                                               best_[static_cast<size_t>(node.right)]);
+    best_[static_cast<size_t>(id)] =
+        better_of(best_[static_cast<size_t>(node.left)], best_[static_cast<size_t>(node.right)]);
   }
 
   const float* points_;
@@ -155,19 +155,22 @@ int pointnet2_log2_threads(int64_t num_points) {
   return std::max(0, std::min(pow_2, 9));
 }
 
-void farthest_point_sample_cpu(const float* points, int64_t num_points, int64_t n, int64_t start,
-                               bool reference, int64_t* idx) {
+void farthest_point_sample_cpu(const float* points, int64_t num_points, int64_t n, int64_t start, bool reference,
+                               int64_t* idx) {
   XMODAL_CHECK(num_points >= 1, "points must hold at least one point; got N=", num_points);
   XMODAL_CHECK(num_points < (int64_t{1} << 31), "points: at most 2^31 - 1 points; got N=", num_points);
   XMODAL_CHECK(n >= 1 && n <= num_points, "n must be in [1, N=", num_points, "]; got ", n);
   XMODAL_CHECK(start >= 0 && start < num_points, "start must be in [0, N=", num_points, "); got ", start);
-  XMODAL_CHECK(!reference || start == 0, "reference=True always starts at index 0 (as pointnet2_ops); got start=",
-               start);
+  XMODAL_CHECK(!reference || start == 0,
+               "reference=True always starts at index 0 (as pointnet2_ops); got start=", start);
+  check_point_range_cpu(points, num_points, "points");
   idx[0] = start;
   if (n == 1) return;
   BucketFps fps(points, num_points, reference);
-  XMODAL_CHECK(fps.eligible() > 0, "points has no point with |p|^2 > 1e-3, which reference=True (pointnet2_ops) "
-               "never selects; cannot select n=", n, " points");
+  XMODAL_CHECK(fps.eligible() > 0,
+               "points has no point with |p|^2 > 1e-3, which reference=True (pointnet2_ops) "
+               "never selects; cannot select n=",
+               n, " points");
   int64_t center = start;
   for (int64_t step = 1; step < n; ++step) {
     fps.add_center(center);

@@ -8,8 +8,10 @@
 #include <cstdint>
 
 #include "common/check.h"
+#include "common/cuda_buffer.cuh"
 #include "common/cuda_check.cuh"
 #include "common/point_math.h"
+#include "common/point_range.h"
 #include "ops/fps/fps.h"
 
 namespace xmodal {
@@ -121,19 +123,18 @@ void farthest_point_sample_cuda(const float* points, int64_t num_points, int64_t
   XMODAL_CHECK(n >= 1 && n <= num_points, "n must be in [1, N=", num_points, "]; got ", n);
   XMODAL_CHECK(start >= 0 && start < num_points, "start must be in [0, N=", num_points, "); got ", start);
   XMODAL_CHECK(!reference || start == 0, "reference=True always starts at index 0; got start=", start);
+  check_point_range_cuda(points, num_points, "points", stream_handle);
   cudaStream_t stream = as_stream(stream_handle);
   const int blocks = static_cast<int>(grid_for(num_points, kThreads, kMaxBlocks));
   const int log2_threads = reference ? pointnet2_log2_threads(num_points) : 0;
-  double* distance = nullptr;
-  Best* winners = nullptr;  // two buffers of `blocks`: launch s writes one while reading the other
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&distance, sizeof(double) * num_points, stream));
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&winners, sizeof(Best) * 2 * blocks, stream));
-  init_distances<<<blocks, kThreads, 0, stream>>>(points, num_points, reference, distance);
+  DeviceBuffer<double> distance(num_points, stream);
+  DeviceBuffer<Best> winners(2 * blocks, stream);  // two halves: launch s writes one while reading the other
+  init_distances<<<blocks, kThreads, 0, stream>>>(points, num_points, reference, distance.get());
   XMODAL_CUDA_LAUNCH_CHECK("init_distances");
   const Best* previous = nullptr;
   for (int64_t step = 1; step < n; ++step) {
-    Best* current = winners + (step % 2) * blocks;
-    fps_step<<<blocks, kThreads, 0, stream>>>(points, num_points, distance, previous, blocks, start, reference,
+    Best* current = winners.get() + (step % 2) * blocks;
+    fps_step<<<blocks, kThreads, 0, stream>>>(points, num_points, distance.get(), previous, blocks, start, reference,
                                               log2_threads, step, idx, current);
     XMODAL_CUDA_LAUNCH_CHECK("fps_step");
     previous = current;
@@ -145,8 +146,6 @@ void farthest_point_sample_cuda(const float* points, int64_t num_points, int64_t
     fps_last<<<1, 32, 0, stream>>>(previous, blocks, start, n - 1, idx);
     XMODAL_CUDA_LAUNCH_CHECK("fps_last");
   }
-  XMODAL_CUDA_CHECK(cudaFreeAsync(winners, stream));
-  XMODAL_CUDA_CHECK(cudaFreeAsync(distance, stream));
 }
 
 }  // namespace xmodal

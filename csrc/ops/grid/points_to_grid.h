@@ -16,6 +16,8 @@
 // (adaptive window of output i over n inputs: [floor(i n / out), ceil((i + 1) n / out))).
 // The kernels evaluate exactly that from the N points, never forming the H x W x C grid;
 // float32 accumulation with float64-derived weights (matches torch to float32 rounding).
+// Every output and partial sum is a weighted average of features (weights sum to at most 1
+// up to rounding), so nothing overflows while max |features| <= FLT_MAX / 2.
 #pragma once
 
 #include <cstdint>

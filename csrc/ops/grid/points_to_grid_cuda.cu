@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "common/check.h"
+#include "common/cuda_buffer.cuh"
 #include "common/cuda_check.cuh"
 #include "ops/grid/points_to_grid.h"
 
@@ -14,8 +15,7 @@ namespace {
 constexpr int kThreads = 256;
 
 // The caller validated pixel_index; the range test only keeps a bad direct call in bounds.
-__global__ void scatter_points(const int64_t* pixel_index, int64_t num_points, int64_t num_pixels,
-                               int32_t* point_at) {
+__global__ void scatter_points(const int64_t* pixel_index, int64_t num_points, int64_t num_pixels, int32_t* point_at) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < num_points;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t pixel = pixel_index[i];
@@ -61,22 +61,20 @@ void points_to_grid_cuda(const float* features, int64_t num_points, int64_t chan
                          float* out, void* stream_handle) {
   XMODAL_CHECK(height >= 3 && width >= 3, "height and width must be >= 3 (3x3 pooling); got ", height, "x", width);
   XMODAL_CHECK(out_height >= 1 && out_width >= 1, "out_size must be positive; got ", out_height, "x", out_width);
-  XMODAL_CHECK(num_points >= 0 && channels >= 0 && num_points <= height * width, "points_to_grid: invalid shapes N=",
-               num_points, " C=", channels);
+  XMODAL_CHECK(num_points >= 0 && channels >= 0 && num_points <= height * width,
+               "points_to_grid: invalid shapes N=", num_points, " C=", channels);
   if (channels == 0) return;
   cudaStream_t stream = as_stream(stream_handle);
-  int32_t* point_at = nullptr;
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&point_at, sizeof(int32_t) * height * width, stream));
-  XMODAL_CUDA_CHECK(cudaMemsetAsync(point_at, 0xFF, sizeof(int32_t) * height * width, stream));  // all -1
+  DeviceBuffer<int32_t> point_at(height * width, stream);
+  XMODAL_CUDA_CHECK(cudaMemsetAsync(point_at.get(), 0xFF, sizeof(int32_t) * height * width, stream));  // all -1
   if (num_points > 0) {
     scatter_points<<<grid_for(num_points, kThreads), kThreads, 0, stream>>>(pixel_index, num_points, height * width,
-                                                                          point_at);
+                                                                            point_at.get());
     XMODAL_CUDA_LAUNCH_CHECK("scatter_points");
   }
   pool_grid<<<grid_for(out_height * out_width * channels, kThreads), kThreads, 0, stream>>>(
-      features, channels, point_at, height, width, out_height, out_width, channels_last, out);
+      features, channels, point_at.get(), height, width, out_height, out_width, channels_last, out);
   XMODAL_CUDA_LAUNCH_CHECK("pool_grid");
-  XMODAL_CUDA_CHECK(cudaFreeAsync(point_at, stream));
 }
 
 }  // namespace xmodal

@@ -1,8 +1,9 @@
 // Inverse-distance interpolation of per-center features at every point from its 3 nearest
 // centers (Point-MAE features back to the points, PointNet++ feature propagation).
 //
-//   points           (N, 3) float32, finite
-//   centers          (G, 3) float32, finite, G >= 1
+//   points           (N, 3) float32, finite, coordinates below 2^127 in magnitude
+//   centers          (G, 3) float32, finite, G >= 1, coordinates below 2^127 in magnitude
+//                    (common/point_range.h: invalid_argument otherwise)
 //   center_features  (G, C) float32
 //   out              (N, C) float32: sum_j w_j * center_features[c_j], over the k = min(3, G)
 //                    nearest centers c_j of the point, w_j = 1 / (d_j + 1e-8) / sum_i 1 / (d_i + 1e-8)

@@ -3,6 +3,7 @@
 
 #include "common/check.h"
 #include "common/point_knn.h"
+#include "common/point_range.h"
 #include "common/point_tree.h"
 #include "ops/interpolate/three_nn.h"
 
@@ -21,6 +22,8 @@ void three_nn_interpolate_cpu(const float* points, int64_t num_points, const flo
   XMODAL_CHECK(num_centers >= 1 && num_centers < (int64_t{1} << 31),
                "centers must hold between 1 and 2^31 - 1 points; got G=", num_centers);
   if (num_points == 0 || channels == 0) return;
+  check_point_range_cpu(points, num_points, "points");
+  check_point_range_cpu(centers, num_centers, "centers");
   const int64_t k = std::min(kMaxNeighbours, num_centers);
   PointTree tree;
   tree.build(centers, num_centers, nullptr, kLeafSize);

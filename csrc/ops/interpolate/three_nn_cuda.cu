@@ -7,8 +7,10 @@
 #include <cstdint>
 
 #include "common/check.h"
+#include "common/cuda_buffer.cuh"
 #include "common/cuda_check.cuh"
 #include "common/point_math.h"
+#include "common/point_range.h"
 #include "ops/interpolate/three_nn.h"
 
 namespace xmodal {
@@ -62,8 +64,8 @@ __global__ void three_nn_search(const float* points, int64_t num_points, const f
   }
 }
 
-__global__ void three_nn_gather(const int32_t* nearest, const double* weight, const float* features,
-                                int64_t num_points, int64_t channels, float* out) {
+__global__ void three_nn_gather(const int32_t* nearest, const double* weight, const float* features, int64_t num_points,
+                                int64_t channels, float* out) {
   const int64_t total = num_points * channels;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -86,19 +88,18 @@ void three_nn_interpolate_cuda(const float* points, int64_t num_points, const fl
   XMODAL_CHECK(num_centers >= 1 && num_centers < (int64_t{1} << 31),
                "centers must hold between 1 and 2^31 - 1 points; got G=", num_centers);
   if (num_points == 0 || channels == 0) return;
+  check_point_range_cuda(points, num_points, "points", stream_handle);
+  check_point_range_cuda(centers, num_centers, "centers", stream_handle);
   cudaStream_t stream = as_stream(stream_handle);
-  int32_t* nearest = nullptr;
-  double* weight = nullptr;
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&nearest, sizeof(int32_t) * kNeighbours * num_points, stream));
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&weight, sizeof(double) * kNeighbours * num_points, stream));
+  DeviceBuffer<int32_t> nearest(kNeighbours * num_points, stream);
+  DeviceBuffer<double> weight(kNeighbours * num_points, stream);
   const unsigned int search_blocks = static_cast<unsigned int>((num_points + kThreads - 1) / kThreads);
-  three_nn_search<<<search_blocks, kThreads, 0, stream>>>(points, num_points, centers, num_centers, nearest, weight);
+  three_nn_search<<<search_blocks, kThreads, 0, stream>>>(points, num_points, centers, num_centers, nearest.get(),
+                                                          weight.get());
   XMODAL_CUDA_LAUNCH_CHECK("three_nn_search");
   three_nn_gather<<<grid_for(num_points * channels, kThreads), kThreads, 0, stream>>>(
-      nearest, weight, center_features, num_points, channels, out);
+      nearest.get(), weight.get(), center_features, num_points, channels, out);
   XMODAL_CUDA_LAUNCH_CHECK("three_nn_gather");
-  XMODAL_CUDA_CHECK(cudaFreeAsync(weight, stream));
-  XMODAL_CUDA_CHECK(cudaFreeAsync(nearest, stream));
 }
 
 }  // namespace xmodal

@@ -34,8 +34,8 @@ constexpr int kPartialSums = 16;
 inline bool valid_diagonal(float v) { return v > 0.0f && v <= std::numeric_limits<float>::max(); }
 
 [[noreturn]] void bad_diagonal(int64_t position, int64_t row, float value) {
-  fail_argument("factors: the Cholesky factor of position ", position, " has diagonal entry ", value, " at row ",
-                row, "; expected a positive finite number (lower-triangular factor with positive diagonal)");
+  fail_argument("factors: the Cholesky factor of position ", position, " has diagonal entry ", value, " at row ", row,
+                "; expected a positive finite number (lower-triangular factor with positive diagonal)");
 }
 
 [[noreturn]] void bad_distance(int64_t position) {
@@ -104,9 +104,10 @@ void full_cpu(const float* x, int64_t batch, int64_t positions, int64_t dim, con
   {
     std::vector<double> y(static_cast<size_t>(kImageGroup * dim));
 #pragma omp for schedule(dynamic, 4)
-    for (int64_t p = 0; p < positions; ++p) errors.run([&] {
-      position_distances(x, batch, positions, dim, p, mean + p * dim, factors + p * packed, y.data(), dist);
-    });
+    for (int64_t p = 0; p < positions; ++p)
+      errors.run([&] {
+        position_distances(x, batch, positions, dim, p, mean + p * dim, factors + p * packed, y.data(), dist);
+      });
   }
   errors.rethrow();
 }
@@ -157,8 +158,8 @@ void shared_row_block(const float* x, int64_t r0, int64_t rows, int64_t position
   }
 }
 
-void shared_cpu(const float* x, int64_t batch, int64_t positions, int64_t dim, const float* mean,
-                const float* factor, float* dist) {
+void shared_cpu(const float* x, int64_t batch, int64_t positions, int64_t dim, const float* mean, const float* factor,
+                float* dist) {
   const std::vector<float> dense = unpack_checked(factor, dim);
   const int64_t total = batch * positions;
   const int64_t blocks = (total + kRowBlock - 1) / kRowBlock;
@@ -168,11 +169,12 @@ void shared_cpu(const float* x, int64_t batch, int64_t positions, int64_t dim, c
     std::vector<float> y(static_cast<size_t>(kRowBlock * dim));
     std::vector<double> squared(kRowBlock), block_y(kColumnBlock);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t b = 0; b < blocks; ++b) errors.run([&] {
-      const int64_t r0 = b * kRowBlock;
-      shared_row_block(x, r0, std::min(kRowBlock, total - r0), positions, dim, mean, dense.data(), y.data(),
-                       squared.data(), block_y.data(), dist);
-    });
+    for (int64_t b = 0; b < blocks; ++b)
+      errors.run([&] {
+        const int64_t r0 = b * kRowBlock;
+        shared_row_block(x, r0, std::min(kRowBlock, total - r0), positions, dim, mean, dense.data(), y.data(),
+                         squared.data(), block_y.data(), dist);
+      });
   }
   errors.rethrow();
 }
@@ -214,18 +216,19 @@ void gaussian_accumulate_cpu(const double* rows, int64_t count, int64_t m, int64
   {
     std::vector<double> product(static_cast<size_t>(dim * dim));
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t f = 0; f < count; ++f) errors.run([&] {
-      const blasint n = static_cast<blasint>(dim), k = static_cast<blasint>(m);
-      scipy_cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, n, k, 1.0, rows + f * m * dim, n, 0.0, product.data(),
-                        n);
-      double* out = scatter + f * size;
-      for (int64_t i = 0; i < dim; ++i) {
-        const double* row = product.data() + i * dim;
-        double* packed = out + packed_row_offset(i);
+    for (int64_t f = 0; f < count; ++f)
+      errors.run([&] {
+        const blasint n = static_cast<blasint>(dim), k = static_cast<blasint>(m);
+        scipy_cblas_dsyrk(CblasRowMajor, CblasLower, CblasTrans, n, k, 1.0, rows + f * m * dim, n, 0.0, product.data(),
+                          n);
+        double* out = scatter + f * size;
+        for (int64_t i = 0; i < dim; ++i) {
+          const double* row = product.data() + i * dim;
+          double* packed = out + packed_row_offset(i);
 #pragma omp simd
-        for (int64_t j = 0; j <= i; ++j) packed[j] += row[j];
-      }
-    });
+          for (int64_t j = 0; j <= i; ++j) packed[j] += row[j];
+        }
+      });
   }
   errors.rethrow();
 }
@@ -242,18 +245,19 @@ int64_t gaussian_factors_cpu(const double* packed, int64_t count, int64_t dim, d
   {
     std::vector<double> work(static_cast<size_t>(dim * dim));
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t p = 0; p < count; ++p) errors.run([&] {
-      if (!factor_in_place(packed + p * size, dim, scale, regularization, work.data())) {
-        int64_t seen = failed.load();
-        while (p < seen && !failed.compare_exchange_weak(seen, p)) {
+    for (int64_t p = 0; p < count; ++p)
+      errors.run([&] {
+        if (!factor_in_place(packed + p * size, dim, scale, regularization, work.data())) {
+          int64_t seen = failed.load();
+          while (p < seen && !failed.compare_exchange_weak(seen, p)) {
+          }
+          return;
         }
-        return;
-      }
-      float* out = factors + p * size;
-      for (int64_t i = 0; i < dim; ++i) {
-        for (int64_t j = 0; j <= i; ++j) out[packed_row_offset(i) + j] = static_cast<float>(work[i * dim + j]);
-      }
-    });
+        float* out = factors + p * size;
+        for (int64_t i = 0; i < dim; ++i) {
+          for (int64_t j = 0; j <= i; ++j) out[packed_row_offset(i) + j] = static_cast<float>(work[i * dim + j]);
+        }
+      });
   }
   errors.rethrow();
   return failed.load() < count ? failed.load() : -1;

@@ -72,8 +72,8 @@ void mahalanobis_cuda(const float* x, int64_t batch, int64_t positions, int64_t 
   if (batch == 0 || positions == 0) return;
   const int warps = static_cast<int>(std::min<int64_t>({kMaxWarpsPerBlock, kSharedBytes / row_bytes, batch}));
   const int64_t image_blocks = (batch + warps - 1) / warps;
-  XMODAL_CHECK(positions <= INT_MAX && image_blocks <= 65535, "mahalanobis on CUDA supports P < 2^31 and B <= ",
-               65535 * warps, "; got P=", positions, " B=", batch);
+  XMODAL_CHECK(positions <= INT_MAX && image_blocks <= 65535,
+               "mahalanobis on CUDA supports P < 2^31 and B <= ", 65535 * warps, "; got P=", positions, " B=", batch);
   const dim3 grid(static_cast<unsigned>(positions), static_cast<unsigned>(image_blocks));
   const size_t shared_bytes = static_cast<size_t>(warps * row_bytes);
   mahalanobis_kernel<<<grid, warps * 32, shared_bytes, as_stream(stream)>>>(

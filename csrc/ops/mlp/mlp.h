@@ -27,7 +27,7 @@ struct LinearLayer {
   const float* bias;    // (out,) or nullptr
   int64_t in, out;
   Activation activation = Activation::identity;  // applied to this layer's output
-  float negative_slope = 0.01f;                   // of leaky_relu
+  float negative_slope = 0.01f;                  // of leaky_relu
 };
 
 void mlp_forward_cpu(const float* x, int64_t rows, const std::vector<LinearLayer>& layers, float* y);
@@ -37,8 +37,7 @@ void crossmodal_discrepancy_cpu(const float* f2d, const float* f3d, int64_t rows
                                 float* d_2d, float* d_3d);
 
 // CUDA versions: device pointers (layer weights included), queued on `stream`.
-void mlp_forward_cuda(const float* x, int64_t rows, const std::vector<LinearLayer>& layers, float* y,
-                      void* stream);
+void mlp_forward_cuda(const float* x, int64_t rows, const std::vector<LinearLayer>& layers, float* y, void* stream);
 
 void crossmodal_discrepancy_cuda(const float* f2d, const float* f3d, int64_t rows, const uint8_t* mask,
                                  const std::vector<LinearLayer>& mlp_2d3d, const std::vector<LinearLayer>& mlp_3d2d,

@@ -19,8 +19,7 @@ void check_mlp_chain(const std::vector<LinearLayer>& layers, int64_t in, int64_t
     }
   }
   XMODAL_CHECK(in < 0 || layers.front().in == in, name, " takes ", layers.front().in, " features; got ", in);
-  XMODAL_CHECK(out < 0 || layers.back().out == out, name, " produces ", layers.back().out, " features; expected ",
-               out);
+  XMODAL_CHECK(out < 0 || layers.back().out == out, name, " produces ", layers.back().out, " features; expected ", out);
 }
 
 namespace {
@@ -130,10 +129,11 @@ void mlp_forward_cpu(const float* x, int64_t rows, const std::vector<LinearLayer
   {
     std::vector<float> scratch_a(static_cast<size_t>(block * width)), scratch_b(scratch_a.size());
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t b = 0; b < blocks; ++b) errors.run([&] {
-      const int64_t r0 = b * block, count = std::min(block, rows - r0);
-      run_block(x + r0 * in, count, layers, scratch_a.data(), scratch_b.data(), y + r0 * out);
-    });
+    for (int64_t b = 0; b < blocks; ++b)
+      errors.run([&] {
+        const int64_t r0 = b * block, count = std::min(block, rows - r0);
+        run_block(x + r0 * in, count, layers, scratch_a.data(), scratch_b.data(), y + r0 * out);
+      });
   }
   errors.rethrow();
 }
@@ -162,20 +162,22 @@ void crossmodal_discrepancy_cpu(const float* f2d, const float* f3d, int64_t rows
     std::vector<float> scratch_a(static_cast<size_t>(kRowBlock * width)), scratch_b(scratch_a.size());
     std::vector<float> gathered(static_cast<size_t>(kRowBlock * std::max(dim_2d, dim_3d)));
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t b = 0; b < blocks; ++b) errors.run([&] {
-      const int64_t* block_rows = foreground.data() + b * kRowBlock;
-      const int64_t count = std::min(kRowBlock, count_all - b * kRowBlock);
-      // 2D -> 3D: predict the 3D feature from the 2D one, compare with the real 3D feature.
-      gather_rows(f2d, dim_2d, block_rows, count, gathered.data());
-      const float* predicted = run_block(gathered.data(), count, mlp_2d3d, scratch_a.data(), scratch_b.data(), nullptr);
-      for (int64_t r = 0; r < count; ++r)
-        d_3d[block_rows[r]] = normalized_distance(predicted + r * dim_3d, f3d + block_rows[r] * dim_3d, dim_3d);
-      // 3D -> 2D.
-      gather_rows(f3d, dim_3d, block_rows, count, gathered.data());
-      predicted = run_block(gathered.data(), count, mlp_3d2d, scratch_a.data(), scratch_b.data(), nullptr);
-      for (int64_t r = 0; r < count; ++r)
-        d_2d[block_rows[r]] = normalized_distance(predicted + r * dim_2d, f2d + block_rows[r] * dim_2d, dim_2d);
-    });
+    for (int64_t b = 0; b < blocks; ++b)
+      errors.run([&] {
+        const int64_t* block_rows = foreground.data() + b * kRowBlock;
+        const int64_t count = std::min(kRowBlock, count_all - b * kRowBlock);
+        // 2D -> 3D: predict the 3D feature from the 2D one, compare with the real 3D feature.
+        gather_rows(f2d, dim_2d, block_rows, count, gathered.data());
+        const float* predicted =
+            run_block(gathered.data(), count, mlp_2d3d, scratch_a.data(), scratch_b.data(), nullptr);
+        for (int64_t r = 0; r < count; ++r)
+          d_3d[block_rows[r]] = normalized_distance(predicted + r * dim_3d, f3d + block_rows[r] * dim_3d, dim_3d);
+        // 3D -> 2D.
+        gather_rows(f3d, dim_3d, block_rows, count, gathered.data());
+        predicted = run_block(gathered.data(), count, mlp_3d2d, scratch_a.data(), scratch_b.data(), nullptr);
+        for (int64_t r = 0; r < count; ++r)
+          d_2d[block_rows[r]] = normalized_distance(predicted + r * dim_2d, f2d + block_rows[r] * dim_2d, dim_2d);
+      });
   }
   errors.rethrow();
 }

@@ -6,8 +6,8 @@
 // DeviceBuffer, so a failed launch check frees what was allocated.
 #include <cuda_runtime.h>
 
-#include <cub/device/device_select.cuh>
 #include <algorithm>
+#include <cub/device/device_select.cuh>
 #include <vector>
 
 #include "common/check.h"
@@ -147,8 +147,7 @@ float* run_chunk(const float* in, int64_t chunk_first, int64_t chunk_rows, const
     const dim3 grid(static_cast<unsigned>((layer.out + kTileN - 1) / kTileN),
                     static_cast<unsigned>((chunk_rows + kTileM - 1) / kTileM));
     linear_kernel<<<grid, 256, 0, stream>>>(current, chunk_first, chunk_rows, total_rows, layer.in, layer.weight,
-                                            layer.bias, layer.out, layer.activation, layer.negative_slope,
-                                            target);
+                                            layer.bias, layer.out, layer.activation, layer.negative_slope, target);
     XMODAL_CUDA_LAUNCH_CHECK("linear_kernel");
     current = target;
   }
@@ -203,20 +202,20 @@ void crossmodal_discrepancy_cuda(const float* f2d, const float* f3d, int64_t row
   for (int64_t first = 0; first < rows; first += chunk) {
     const int64_t span = std::min(chunk, rows - first);
     gather_rows<<<grid_for(span * dim_2d, 256), 256, 0, stream>>>(f2d, dim_2d, ids.get(), first, span, count.get(),
-                                                                   gathered.get());
+                                                                  gathered.get());
     XMODAL_CUDA_LAUNCH_CHECK("gather_rows");
-    float* predicted = run_chunk(gathered.get(), first, span, count.get(), mlp_2d3d, buffer_a.get(), buffer_b.get(),
-                                 nullptr, stream);
+    float* predicted =
+        run_chunk(gathered.get(), first, span, count.get(), mlp_2d3d, buffer_a.get(), buffer_b.get(), nullptr, stream);
     normalized_distance_rows<<<warp_blocks, 256, 0, stream>>>(predicted, f3d, dim_3d, ids.get(), first, span,
-                                                               count.get(), d_3d);
+                                                              count.get(), d_3d);
     XMODAL_CUDA_LAUNCH_CHECK("normalized_distance_rows");
     gather_rows<<<grid_for(span * dim_3d, 256), 256, 0, stream>>>(f3d, dim_3d, ids.get(), first, span, count.get(),
-                                                                   gathered.get());
+                                                                  gathered.get());
     XMODAL_CUDA_LAUNCH_CHECK("gather_rows");
-    predicted = run_chunk(gathered.get(), first, span, count.get(), mlp_3d2d, buffer_a.get(), buffer_b.get(), nullptr,
-                          stream);
+    predicted =
+        run_chunk(gathered.get(), first, span, count.get(), mlp_3d2d, buffer_a.get(), buffer_b.get(), nullptr, stream);
     normalized_distance_rows<<<warp_blocks, 256, 0, stream>>>(predicted, f2d, dim_2d, ids.get(), first, span,
-                                                               count.get(), d_2d);
+                                                              count.get(), d_2d);
     XMODAL_CUDA_LAUNCH_CHECK("normalized_distance_rows");
   }
 }

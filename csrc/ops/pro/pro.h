@@ -66,8 +66,8 @@ void aupro_cpu(const std::vector<MapBatch>& batches, ScoreType type, int64_t num
 // regions again), NaN when a resample has no OK pixel or no region. Sorts once, then one
 // walk per resample. Memory: 16 bytes per pixel (keys carry their image index).
 void aupro_bootstrap_cpu(const std::vector<MapBatch>& batches, ScoreType type, int64_t num_thresholds,
-                         const double* limits, int64_t num_limits, const int32_t* multiplicity,
-                         int64_t num_resamples, double* out);
+                         const double* limits, int64_t num_limits, const int32_t* multiplicity, int64_t num_resamples,
+                         double* out);
 
 // CUDA: the curve computed on the device (pointers in `batches` are device pointers; work is
 // queued on `stream`, which is synchronised before returning) and copied to the host.

@@ -79,7 +79,8 @@ std::vector<Image<Score>> list_images(const std::vector<MapBatch>& batches) {
     const int64_t pixels = b.height * b.width;
     XMODAL_CHECK(pixels < kMaxPartPixels, "each map must have fewer than 2^31 pixels; got ", b.height, " x ", b.width);
     const Score* scores = static_cast<const Score*>(b.scores);
-    for (int64_t n = 0; n < b.count; ++n) images.push_back({scores + n * pixels, b.masks + n * pixels, b.height, b.width});
+    for (int64_t n = 0; n < b.count; ++n)
+      images.push_back({scores + n * pixels, b.masks + n * pixels, b.height, b.width});
   }
   XMODAL_CHECK(!images.empty(), "maps must hold at least one image");
   XMODAL_CHECK(images.size() < (size_t{1} << 32), "too many images: ", images.size());
@@ -110,11 +111,11 @@ std::vector<int64_t> make_parts(const std::vector<Image<Score>>& images) {
 
 template <typename Key>
 struct Part {
-  Histogram hist;                          // OK keys per bucket, then region keys per bucket
+  Histogram hist;  // OK keys per bucket, then region keys per bucket
   int64_t ok = 0;
   std::vector<RegionPixel<Key>> regions;  // region ids local to the part
-  std::vector<int64_t> sizes;              // pixels per local region
-  std::vector<uint32_t> owner;             // image per local region
+  std::vector<int64_t> sizes;             // pixels per local region
+  std::vector<uint32_t> owner;            // image per local region
 };
 
 // Pass A over one image: the histogram, the raster indices of the anomalous pixels, their
@@ -162,15 +163,15 @@ template <typename Score>
 struct Survey {
   using Key = typename KeyOf<Score>::type;
   std::vector<Image<Score>> images;
-  std::vector<int64_t> bounds;        // part p = images [bounds[p], bounds[p + 1])
-  BucketMap<Key> map;                // key -> bucket, fitted to a sample of the scores
+  std::vector<int64_t> bounds;  // part p = images [bounds[p], bounds[p + 1])
+  BucketMap<Key> map;           // key -> bucket, fitted to a sample of the scores
   std::vector<Part<Key>> parts;
   std::vector<const Histogram*> hists;
-  std::vector<int64_t> cum;           // OK keys in buckets < b
-  std::vector<int64_t> image_ok;      // OK pixels per image
+  std::vector<int64_t> cum;       // OK keys in buckets < b
+  std::vector<int64_t> image_ok;  // OK pixels per image
   int64_t n_ok = 0;
   std::vector<RegionPixel<Key>> regions;
-  std::vector<double> weight;         // 1 / |region|
+  std::vector<double> weight;  // 1 / |region|
   std::vector<uint32_t> region_image;
   int64_t num_parts() const { return static_cast<int64_t>(parts.size()); }
 };
@@ -214,9 +215,11 @@ Survey<Score> survey(const std::vector<MapBatch>& batches) {
     region_offset.push_back(region_offset.back() + static_cast<int64_t>(part.regions.size()));
     id_base.push_back(static_cast<uint32_t>(sv.weight.size()));
   }
-  XMODAL_CHECK(sv.n_ok > 0, "masks mark every pixel as anomalous: the false-positive rate needs at least one "
+  XMODAL_CHECK(sv.n_ok > 0,
+               "masks mark every pixel as anomalous: the false-positive rate needs at least one "
                "normal (mask == 0) pixel");
-  XMODAL_CHECK(!sv.weight.empty(), "masks contain no anomalous pixel: the PRO curve needs at least one "
+  XMODAL_CHECK(!sv.weight.empty(),
+               "masks contain no anomalous pixel: the PRO curve needs at least one "
                "ground-truth region (a nonzero mask pixel)");
   sv.cum = cumulative_counts(sv.hists);
   WorkVector<RegionPixel<Key>> merged(static_cast<size_t>(region_offset.back()));
@@ -229,8 +232,9 @@ Survey<Score> survey(const std::vector<MapBatch>& batches) {
   }
   for (Part<Key>& part : sv.parts) std::vector<RegionPixel<Key>>().swap(part.regions);
   WorkVector<RegionPixel<Key>> scratch(merged.size());
-  const RegionPixel<Key>* sorted = radix_sort(merged.data(), scratch.data(), static_cast<int64_t>(merged.size()), 0,
-                                              static_cast<int>(sizeof(Key)), [](const RegionPixel<Key>& r) { return r.key; });
+  const RegionPixel<Key>* sorted =
+      radix_sort(merged.data(), scratch.data(), static_cast<int64_t>(merged.size()), 0, static_cast<int>(sizeof(Key)),
+                 [](const RegionPixel<Key>& r) { return r.key; });
   sv.regions.assign(sorted, sorted + merged.size());
   return sv;
 }
@@ -253,8 +257,8 @@ WorkVector<OkItem> gather_ok(const Survey<Score>& sv, const BucketLayout& layout
         const Image<Score>& im = sv.images[i];
         const uint32_t image = static_cast<uint32_t>(i);
         for (int64_t start = 0, n = im.pixels(); start < n; start += kBlock) {
-          const int64_t kept =
-              select_block(im.scores + start, im.mask + start, std::min(kBlock, n - start), sv.map, wanted, keys, codes);
+          const int64_t kept = select_block(im.scores + start, im.mask + start, std::min(kBlock, n - start), sv.map,
+                                            wanted, keys, codes);
           for (int64_t q = 0; q < kept; ++q) make_item(keys[q], image, items[cursor[slot_of[codes[q]]]++]);
         }
       }
@@ -333,8 +337,8 @@ void walk_exact_counts(const Survey<Score>& sv, const BucketLayout& layout, cons
 // ok_weight / region_weight give each item's false-positive count / PRO increment (image
 // multiplicities in the bootstrap; a key whose items all weigh 0 makes no point).
 template <typename Key, typename OkItem, typename OkWeight, typename RegionWeight, typename Sink>
-void walk_exact_items(const WorkVector<OkItem>& ok, const std::vector<RegionPixel<Key>>& regions,
-                      OkWeight ok_weight, RegionWeight region_weight, int64_t n_ok, double num_regions, Sink& sink) {
+void walk_exact_items(const WorkVector<OkItem>& ok, const std::vector<RegionPixel<Key>>& regions, OkWeight ok_weight,
+                      RegionWeight region_weight, int64_t n_ok, double num_regions, Sink& sink) {
   if (sink.add(0.0, 0.0)) return;
   const size_t num_ok_items = ok.size(), num_region_items = regions.size();
   size_t i = 0, j = 0;
@@ -365,8 +369,8 @@ void walk_exact_items(const WorkVector<OkItem>& ok, const std::vector<RegionPixe
 // gives the OK key at a rank counted from the top; region pixels with a smaller key (a
 // strictly greater score) count as detected.
 template <typename Key, typename ThresholdKey, typename RegionWeight, typename Sink>
-void walk_sampled(const std::vector<RegionPixel<Key>>& regions, ThresholdKey threshold_key,
-                  RegionWeight region_weight, int64_t n_ok, double num_regions, int64_t num_thresholds, Sink& sink) {
+void walk_sampled(const std::vector<RegionPixel<Key>>& regions, ThresholdKey threshold_key, RegionWeight region_weight,
+                  int64_t n_ok, double num_regions, int64_t num_thresholds, Sink& sink) {
   size_t j = 0;
   CompensatedSum overlap;
   bool stopped = false;
@@ -405,8 +409,9 @@ void sampled_curve(const Survey<Score>& sv, int64_t num_thresholds, double max_l
     return ok[layout.offset(b, sv.cum) + (from_top - sv.cum[b])];
   };
   const double* weight = sv.weight.data();
-  walk_sampled(sv.regions, threshold_key, [weight](uint32_t r) { return weight[r]; }, sv.n_ok,
-               static_cast<double>(sv.weight.size()), num_thresholds, sink);
+  walk_sampled(
+      sv.regions, threshold_key, [weight](uint32_t r) { return weight[r]; }, sv.n_ok,
+      static_cast<double>(sv.weight.size()), num_thresholds, sink);
 }
 
 template <typename Score>
@@ -428,13 +433,14 @@ void pro_curve_typed(const std::vector<MapBatch>& batches, int64_t num_threshold
   fpr.reserve(ok.size() + sv.regions.size() + 2);
   pro.reserve(ok.size() + sv.regions.size() + 2);
   const double* weight = sv.weight.data();
-  walk_exact_items(ok, sv.regions, [](Key) { return int64_t{1}; }, [weight](uint32_t r) { return weight[r]; },
-                   sv.n_ok, static_cast<double>(sv.weight.size()), sink);
+  walk_exact_items(
+      ok, sv.regions, [](Key) { return int64_t{1}; }, [weight](uint32_t r) { return weight[r]; }, sv.n_ok,
+      static_cast<double>(sv.weight.size()), sink);
 }
 
 template <typename Score>
-void aupro_typed(const std::vector<MapBatch>& batches, int64_t num_thresholds, const double* limits,
-                 int64_t num_limits, double* out) {
+void aupro_typed(const std::vector<MapBatch>& batches, int64_t num_thresholds, const double* limits, int64_t num_limits,
+                 double* out) {
   using Key = typename KeyOf<Score>::type;
   AuproIntegrator sink(limits, num_limits);
   const Survey<Score> sv = survey<Score>(batches);
@@ -506,8 +512,8 @@ void aupro_bootstrap_typed(const std::vector<MapBatch>& batches, int64_t num_thr
           }
           return key;
         };
-        walk_sampled(sv.regions, threshold_key, region_weight, n_ok, static_cast<double>(num_regions),
-                     num_thresholds, sink);
+        walk_sampled(sv.regions, threshold_key, region_weight, n_ok, static_cast<double>(num_regions), num_thresholds,
+                     sink);
       }
       sink.finish(row);
     });
@@ -538,8 +544,8 @@ void aupro_cpu(const std::vector<MapBatch>& batches, ScoreType type, int64_t num
 }
 
 void aupro_bootstrap_cpu(const std::vector<MapBatch>& batches, ScoreType type, int64_t num_thresholds,
-                         const double* limits, int64_t num_limits, const int32_t* multiplicity,
-                         int64_t num_resamples, double* out) {
+                         const double* limits, int64_t num_limits, const int32_t* multiplicity, int64_t num_resamples,
+                         double* out) {
   check_arguments(num_thresholds, num_limits);
   XMODAL_CHECK(num_resamples >= 0, "num_resamples must be >= 0; got ", num_resamples);
   if (type == ScoreType::f32) {

@@ -9,9 +9,8 @@
 //     order, a scan of the weights, and one thread per threshold doing a binary search;
 //  4. the points are copied to the host, where (0, 0) / (1, 1) are added as on the CPU.
 // Device memory: about 60 bytes per pixel at the peak.
-#include <cub/cub.cuh>
-
 #include <algorithm>
+#include <cub/cub.cuh>
 #include <vector>
 
 #include "common/check.h"
@@ -145,17 +144,22 @@ void pro_curve_typed(const std::vector<MapBatch>& batches, int64_t num_threshold
   XMODAL_CUDA_CHECK(cudaMemcpyAsync(&host, counters.get(), sizeof(Counters), cudaMemcpyDeviceToHost, stream));
   XMODAL_CUDA_CHECK(cudaStreamSynchronize(stream));
   XMODAL_CHECK(host.not_finite == 0, "maps contain NaN or infinite values");
-  XMODAL_CHECK(host.ok > 0, "masks mark every pixel as anomalous: the false-positive rate needs at least one "
+  XMODAL_CHECK(host.ok > 0,
+               "masks mark every pixel as anomalous: the false-positive rate needs at least one "
                "normal (mask == 0) pixel");
-  XMODAL_CHECK(host.regions > 0, "masks contain no anomalous pixel: the PRO curve needs at least one "
+  XMODAL_CHECK(host.regions > 0,
+               "masks contain no anomalous pixel: the PRO curve needs at least one "
                "ground-truth region (a nonzero mask pixel)");
   const long long n_ok = static_cast<long long>(host.ok);
   const double num_regions = static_cast<double>(host.regions);
 
-  cub_run([&](void* temp, size_t& bytes) {
-    return cub::DeviceRadixSort::SortPairs(temp, bytes, keys.get(), sorted_keys.get(), payload.get(),
-                                           sorted_payload.get(), items, 0, static_cast<int>(8 * sizeof(Key)), stream);
-  }, stream, "cub::DeviceRadixSort::SortPairs");
+  cub_run(
+      [&](void* temp, size_t& bytes) {
+        return cub::DeviceRadixSort::SortPairs(temp, bytes, keys.get(), sorted_keys.get(), payload.get(),
+                                               sorted_payload.get(), items, 0, static_cast<int>(8 * sizeof(Key)),
+                                               stream);
+      },
+      stream, "cub::DeviceRadixSort::SortPairs");
 
   DeviceBuffer<long long> ok_flag(total, stream);
   DeviceBuffer<double> weight(total, stream);
@@ -168,12 +172,16 @@ void pro_curve_typed(const std::vector<MapBatch>& batches, int64_t num_threshold
   pro.clear();
   if (num_thresholds == 0) {
     // Scans in place: ok_flag becomes the running FP count, weight the running overlap.
-    cub_run([&](void* temp, size_t& bytes) {
-      return cub::DeviceScan::InclusiveSum(temp, bytes, ok_flag.get(), ok_flag.get(), items, stream);
-    }, stream, "cub::DeviceScan::InclusiveSum");
-    cub_run([&](void* temp, size_t& bytes) {
-      return cub::DeviceScan::InclusiveSum(temp, bytes, weight.get(), weight.get(), items, stream);
-    }, stream, "cub::DeviceScan::InclusiveSum");
+    cub_run(
+        [&](void* temp, size_t& bytes) {
+          return cub::DeviceScan::InclusiveSum(temp, bytes, ok_flag.get(), ok_flag.get(), items, stream);
+        },
+        stream, "cub::DeviceScan::InclusiveSum");
+    cub_run(
+        [&](void* temp, size_t& bytes) {
+          return cub::DeviceScan::InclusiveSum(temp, bytes, weight.get(), weight.get(), items, stream);
+        },
+        stream, "cub::DeviceScan::InclusiveSum");
     // payload / sorted_payload are free now: they hold every point's FPR and PRO, and is_ok
     // (not needed by the exact curve) the tie-group ends.
     launch(exact_points<Key>, total, stream, "exact_points", sorted_keys.get(), ok_flag.get(), weight.get(), total,
@@ -183,9 +191,12 @@ void pro_curve_typed(const std::vector<MapBatch>& batches, int64_t num_threshold
     pro.push_back(0.0);
     for (int column = 0; column < 2; ++column) {
       const double* all = column == 0 ? payload.get() : sorted_payload.get();
-      cub_run([&](void* temp, size_t& bytes) {
-        return cub::DeviceSelect::Flagged(temp, bytes, all, is_ok.get(), points.get(), selected.get(), items, stream);
-      }, stream, "cub::DeviceSelect::Flagged");
+      cub_run(
+          [&](void* temp, size_t& bytes) {
+            return cub::DeviceSelect::Flagged(temp, bytes, all, is_ok.get(), points.get(), selected.get(), items,
+                                              stream);
+          },
+          stream, "cub::DeviceSelect::Flagged");
       XMODAL_CUDA_CHECK(cudaMemcpyAsync(&host_selected, selected.get(), sizeof(int), cudaMemcpyDeviceToHost, stream));
       XMODAL_CUDA_CHECK(cudaStreamSynchronize(stream));
       copy_to_host(column == 0 ? fpr : pro, points.get(), host_selected, stream);
@@ -196,22 +207,30 @@ void pro_curve_typed(const std::vector<MapBatch>& batches, int64_t num_threshold
     DeviceBuffer<double> region_weight(n_region, stream);
     DeviceBuffer<unsigned char> is_region(total, stream);
     launch(negate_flags, total, stream, "negate_flags", is_ok.get(), total, is_region.get());
-    cub_run([&](void* temp, size_t& bytes) {
-      return cub::DeviceSelect::Flagged(temp, bytes, sorted_keys.get(), is_ok.get(), ok_keys.get(), selected.get(),
-                                        items, stream);
-    }, stream, "cub::DeviceSelect::Flagged");
-    cub_run([&](void* temp, size_t& bytes) {
-      return cub::DeviceSelect::Flagged(temp, bytes, sorted_keys.get(), is_region.get(), region_keys.get(),
-                                        selected.get(), items, stream);
-    }, stream, "cub::DeviceSelect::Flagged");
-    cub_run([&](void* temp, size_t& bytes) {
-      return cub::DeviceSelect::Flagged(temp, bytes, sorted_payload.get(), is_region.get(), region_weight.get(),
-                                        selected.get(), items, stream);
-    }, stream, "cub::DeviceSelect::Flagged");
+    cub_run(
+        [&](void* temp, size_t& bytes) {
+          return cub::DeviceSelect::Flagged(temp, bytes, sorted_keys.get(), is_ok.get(), ok_keys.get(), selected.get(),
+                                            items, stream);
+        },
+        stream, "cub::DeviceSelect::Flagged");
+    cub_run(
+        [&](void* temp, size_t& bytes) {
+          return cub::DeviceSelect::Flagged(temp, bytes, sorted_keys.get(), is_region.get(), region_keys.get(),
+                                            selected.get(), items, stream);
+        },
+        stream, "cub::DeviceSelect::Flagged");
+    cub_run(
+        [&](void* temp, size_t& bytes) {
+          return cub::DeviceSelect::Flagged(temp, bytes, sorted_payload.get(), is_region.get(), region_weight.get(),
+                                            selected.get(), items, stream);
+        },
+        stream, "cub::DeviceSelect::Flagged");
     const int regions = cub_count(n_region, "pro_curve");
-    cub_run([&](void* temp, size_t& bytes) {
-      return cub::DeviceScan::InclusiveSum(temp, bytes, region_weight.get(), region_weight.get(), regions, stream);
-    }, stream, "cub::DeviceScan::InclusiveSum");
+    cub_run(
+        [&](void* temp, size_t& bytes) {
+          return cub::DeviceScan::InclusiveSum(temp, bytes, region_weight.get(), region_weight.get(), regions, stream);
+        },
+        stream, "cub::DeviceScan::InclusiveSum");
     DeviceBuffer<double> point_fpr(num_thresholds, stream), point_pro(num_thresholds, stream);
     launch(sampled_points<Key>, num_thresholds, stream, "sampled_points", ok_keys.get(), n_ok, region_keys.get(),
            region_weight.get(), n_region, num_regions, static_cast<long long>(num_thresholds), point_fpr.get(),

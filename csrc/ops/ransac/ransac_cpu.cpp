@@ -78,8 +78,8 @@ void ransac_plane_cpu(const float* points, int64_t num_points, double threshold,
                       int64_t iterations, double probability, uint64_t seed, double* plane, bool* inliers) {
   XMODAL_CHECK(threshold > 0 && std::isfinite(threshold), "distance_threshold must be a positive number; got ",
                threshold);
-  XMODAL_CHECK(sample_size >= 3 && sample_size <= num_points, "num_points must be in [3, N=", num_points,
-               "]; got ", sample_size);
+  XMODAL_CHECK(sample_size >= 3 && sample_size <= num_points, "num_points must be in [3, N=", num_points, "]; got ",
+               sample_size);
   XMODAL_CHECK(iterations >= 1, "iterations must be >= 1; got ", iterations);
   XMODAL_CHECK(probability > 0 && probability <= 1, "probability must be in (0, 1]; got ", probability);
 
@@ -131,8 +131,9 @@ void ransac_plane_cpu(const float* points, int64_t num_points, double threshold,
     if (inliers[i]) inlier_index.push_back(i);
   }
   double refit[4];
-  const bool ok = fit_plane(coords, static_cast<int64_t>(inlier_index.size()),
-                            [&](int64_t s) { return inlier_index[static_cast<size_t>(s)]; }, refit);
+  const bool ok = fit_plane(
+      coords, static_cast<int64_t>(inlier_index.size()),
+      [&](int64_t s) { return inlier_index[static_cast<size_t>(s)]; }, refit);
   for (int k = 0; k < 4; ++k) plane[k] = ok ? refit[k] : hypothesis[k];
 }
 

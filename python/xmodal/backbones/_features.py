@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._arrays import integer
 from ._layers import check_tensor
 from ._weights import check_name
 
@@ -77,7 +78,8 @@ def patch_features(maps, *, pool: int = 3, size=None) -> torch.Tensor:
     if not maps:
         msg = "maps must hold at least one feature map; got none"
         raise ValueError(msg)
-    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1 or pool % 2 == 0:
+    integer(pool, "pool", minimum=1, expected="an odd positive int")
+    if pool % 2 == 0:
         msg = f"pool must be an odd positive int; got {pool!r}"
         raise ValueError(msg)
     for i, m in enumerate(maps):

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._arrays import one_of
+from .._arrays import integer, one_of
 from ._features import create, normalize, patch_features
 
 RGB_BACKBONES = ("dino_vitb8", "efficientnet_lite0", "wide_resnet50_2")
@@ -82,9 +82,7 @@ class FeatureExtractor:
         one_of(rgb, "rgb", RGB_BACKBONES)
         one_of(xyz, "xyz", XYZ_BACKBONES)
         for name, value in (("grid", grid), ("xyz_grid", grid if xyz_grid is None else xyz_grid)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= INPUT_SIZE:
-                msg = f"{name} must be an int in [1, {INPUT_SIZE}]; got {value!r}"
-                raise ValueError(msg)
+            integer(value, name, minimum=1, maximum=INPUT_SIZE, expected=f"an int in [1, {INPUT_SIZE}]")
         self.rgb_name, self.xyz_name = rgb, xyz
         self.grid = grid
         self.xyz_grid = grid if xyz_grid is None else xyz_grid
@@ -136,9 +134,11 @@ class FeatureExtractor:
         from ..data import Sample
 
         modalities = (modalities,) if isinstance(modalities, str) else tuple(modalities)
-        if not modalities or any(m not in ("rgb", "xyz") for m in modalities):
-            msg = f"modalities must be a non-empty subset of ('rgb', 'xyz'); got {modalities!r}"
+        if not modalities:
+            msg = "modalities must name at least one of ('rgb', 'xyz'); got none"
             raise ValueError(msg)
+        for m in modalities:
+            one_of(m, "modalities", ("rgb", "xyz"))
 
         batch = [samples] if isinstance(samples, Sample) else list(samples)
         if not batch:
@@ -195,7 +195,6 @@ class FeatureExtractor:
 
         valid = np.all(cloud != 0, axis=-1)
         pixels = np.flatnonzero(valid)
-        channels = self.xyz_channels
         if pixels.size < max(self.num_group, self.group_size):
             msg = (f"the point cloud has {pixels.size} valid points at {INPUT_SIZE}x{INPUT_SIZE}; Point-MAE "
                    f"grouping needs at least num_group={self.num_group} and group_size={self.group_size}")
@@ -206,7 +205,10 @@ class FeatureExtractor:
         per_point = ops.three_nn_interpolate(points, groups.centers, feats.T.contiguous())
         pix = torch.from_numpy(pixels).to(self.device)
         grid = ops.points_to_grid(per_point, pix, INPUT_SIZE, INPUT_SIZE, out_size=self.xyz_grid, channels_last=True)
-        assert grid.shape[-1] == channels
+        if grid.shape[-1] != self.xyz_channels:  # the banks and mapping networks are sized by xyz_channels
+            msg = (f"the Point-MAE backbone returned {grid.shape[-1]} channels per point; its out_channels says "
+                   f"{self.xyz_channels}")
+            raise RuntimeError(msg)
         return grid.permute(2, 0, 1)
 
 

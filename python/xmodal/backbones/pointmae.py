@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._arrays import integer
 from ._checkpoint import LoadReport, load_into, read_state_dict
 from ._layers import Block, DropPath, check_tensor, to_module
 from ._weights import find_weights
@@ -152,9 +153,7 @@ class PointMAE(nn.Module):
     def __init__(self, depth: int = FULL_DEPTH, out_indices=None, *, reference_train_mode: bool = False,
                  weights=None, weights_dir=None, allow_pickle: bool = False):
         super().__init__()
-        if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= FULL_DEPTH:
-            msg = f"depth must be an int in [1, {FULL_DEPTH}]; got {depth!r}"
-            raise ValueError(msg)
+        integer(depth, "depth", minimum=1, maximum=FULL_DEPTH, expected=f"an int in [1, {FULL_DEPTH}]")
         if out_indices is None:
             out_indices = DEFAULT_OUT_INDICES.get(depth, (depth - 1,))
         try:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._arrays import integer, one_of
 from ._checkpoint import LoadReport, load_into, read_state_dict
 from ._layers import Block, check_images
 from ._weights import find_weights
@@ -151,12 +152,8 @@ def dino_vitb8(depth: int = FULL_DEPTH, *, weights=None, weights_dir=None, imple
     Returns:
         a :class:`DinoViT`; its ``implementation`` says which one runs.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= FULL_DEPTH:
-        msg = f"depth must be an int in [1, {FULL_DEPTH}]; got {depth!r}"
-        raise ValueError(msg)
-    if implementation not in ("auto", "timm", "builtin"):
-        msg = f"implementation must be 'auto', 'timm' or 'builtin'; got {implementation!r}"
-        raise ValueError(msg)
+    integer(depth, "depth", minimum=1, maximum=FULL_DEPTH, expected=f"an int in [1, {FULL_DEPTH}]")
+    one_of(implementation, "implementation", ("auto", "timm", "builtin"))
     path = find_weights("dino_vitb8", weights, weights_dir) if weights is not None else None
     vit, impl = None, "builtin"
     if implementation in ("auto", "timm"):

@@ -5,7 +5,7 @@ cloud, (0, 0, 0) = missing point). Readers are lazy and never write into a datas
 preprocessing results are cached only in a folder the caller names.
 """
 
-from . import preprocess, synthetic
+from . import preprocess, synthesis, synthetic
 from ._files import DatasetError
 from .datasets import SPLITS, Entry, Eyecandies, MVTec3D, categories
 from .eyecandies import convert_eyecandies
@@ -22,5 +22,6 @@ __all__ = [
     "convert_eyecandies",
     "foreground_mask",
     "preprocess",
+    "synthesis",
     "synthetic",
 ]

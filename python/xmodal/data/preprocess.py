@@ -433,9 +433,7 @@ def depth_image(xyz, threshold: float = 0.005, fill_iterations: int = 2,
         count = np.count_nonzero(block[..., 2])
         return block.reshape(-1, 3).sum(axis=0) / (count + 1e-12)
 
-    if background not in ("corners", "missing", "auto"):
-        msg = f"background must be 'corners', 'missing' or 'auto'; got {background!r}"
-        raise ValueError(msg)
+    _arrays.one_of(background, "background", ("corners", "missing", "auto"))
     z = xyz[..., 2]
     blocks = (xyz[:3, :3], xyz[:3, -3:], xyz[-3:, :3])
     if background == "auto":

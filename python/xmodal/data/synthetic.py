@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._arrays import integer, one_of
 from ._files import write_gt, write_rgb, write_xyz
 from .sample import Sample
 
@@ -274,16 +275,11 @@ def make_sample(category: str, defect: str = "good", *, image_size: int = 200, s
     Returns:
         (Sample, SceneTruth).
     """
-    if category not in _SHAPES:
-        msg = f"category must be one of {CATEGORIES}; got {category!r}"
-        raise ValueError(msg)
+    one_of(category, "category", CATEGORIES)
     if defect != "good" and defect not in DEFECTS:
         msg = f"defect must be 'good' or one of {tuple(DEFECTS)}; got {defect!r}"
         raise ValueError(msg)
-    size = int(image_size)
-    if size < 32:
-        msg = f"image_size must be >= 32; got {image_size!r}"
-        raise ValueError(msg)
+    size = integer(image_size, "image_size", minimum=32, expected=">= 32")
     rng = _rng(seed, category, split, defect, str(index))
     defect_rng = _rng(seed, category, split, defect, str(index), "defect")
 
@@ -410,9 +406,7 @@ def make_dataset(root: str | os.PathLike, categories=CATEGORIES, n_train: int = 
     n_test_good = 2 * n_test if n_test_good is None else n_test_good
     counts["n_test_good"] = n_test_good
     for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            msg = f"{name} must be a non-negative int; got {value!r}"
-            raise ValueError(msg)
+        integer(value, name, minimum=0, expected="a non-negative int")
     plan = [("train", "good", n_train), ("validation", "good", n_validation), ("test", "good", n_test_good)]
     plan += [("test", d, n_test) for d in defects]
     for category in categories:

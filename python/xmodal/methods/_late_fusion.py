@@ -1,6 +1,6 @@
 """M3DM's decision-layer fusion: a linear one-class SVM over the per-modality scores.
 
-M3DM (``shared/reference/methods.md`` §3.4) scores the *training* images a second time against
+M3DM (Wang et al., CVPR 2023) scores the *training* images a second time against
 the finished banks and fits two ``sklearn.linear_model.SGDOneClassSVM(nu=0.5, max_iter=1000,
 random_state=seed)``: one on the image-score vectors [s_xyz, s_rgb], one on the per-pixel
 vectors [map_xyz, map_rgb]; at test time ``score_samples`` is the fused anomaly score. For a

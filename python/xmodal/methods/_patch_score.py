@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from .._arrays import one_of
+from .._arrays import integer, one_of
 
 REWEIGHTS = ("paper", "m3dm", "none")
 DEFAULT_NEIGHBORS = {"paper": 9, "m3dm": 3, "none": 1}
@@ -34,9 +34,7 @@ def check_reweight(reweight: str, num_neighbors) -> int:
     one_of(reweight, "reweight", REWEIGHTS)
     if num_neighbors is None:
         return DEFAULT_NEIGHBORS[reweight]
-    if isinstance(num_neighbors, bool) or not isinstance(num_neighbors, int) or num_neighbors < 1:
-        msg = f"num_neighbors must be a positive int; got {num_neighbors!r}"
-        raise ValueError(msg)
+    num_neighbors = integer(num_neighbors, "num_neighbors", minimum=1, expected="a positive int")
     if reweight == "m3dm" and num_neighbors < 2:
         msg = f"num_neighbors must be >= 2 with reweight='m3dm' (the first neighbour is m* itself); got {num_neighbors}"
         raise ValueError(msg)
@@ -60,7 +58,7 @@ def image_score(patches: torch.Tensor, min_dist: torch.Tensor, nn_index: torch.T
     Returns:
         The image score, in scaled distance units.
     """
-    from .._ops.knn import knn
+    from ..ops import knn
 
     if patches.shape[0] == 0:
         return 0.0

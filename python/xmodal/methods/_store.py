@@ -2,11 +2,14 @@
 
 Rows live in memory until ``max_bytes`` would be exceeded, then every further image goes to
 float32 ``.npy`` memory maps in a private temporary folder (removed by ``close``), so a
-training set larger than RAM still trains without re-running the backbones every epoch.
+training set larger than RAM still trains without re-running the backbones every epoch. The
+files are unlinked as soon as they are mapped: even a killed process leaves at most an empty
+folder behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -39,6 +42,10 @@ class FeatureStore:
             path = os.path.join(self._dir, f"{len(self._items):06d}-{j}.npy")
             np.save(path, np.ascontiguousarray(a, dtype=np.float32))
             stored.append(np.load(path, mmap_mode="r"))
+            # The mapping keeps the data; without a name, nothing outlives a killed process
+            # (where unlinking a mapped file is refused, close() removes it instead).
+            with contextlib.suppress(OSError):
+                os.remove(path)
         self._items.append(tuple(stored))
         self.disk_bytes += size
 

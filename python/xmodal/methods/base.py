@@ -1,25 +1,44 @@
-"""The interface every method implements, and model persistence.
+"""The interface every method implements, the plumbing they share, and model persistence.
 
 A detector is fitted on normal samples and returns, for a new sample, an image-level anomaly
-score and a per-pixel anomaly map. Models are saved as a directory holding ``config.json``
-(method, its configuration, the xmodal version, the backbones used) and
-``model.safetensors`` (all arrays): no pickle, so loading a model never runs code from it.
+score, a per-pixel anomaly map and, once calibrated on good images it did not train on, a
+verdict with a threshold and scores normalised on the fit-time scale
+(:mod:`xmodal.methods.calibration`). Models are saved as a directory holding ``config.json``
+(method, its configuration, the xmodal version, fit-time facts) and ``model.safetensors`` (all
+arrays): no pickle, so loading a model never runs code from it.
+
+A method module holds only what is particular to its paper. It subclasses :class:`Detector`
+and implements ``_fit`` (train on a Sequence of good samples), ``_build_extractor`` (its
+backbones, from ``self.info``), ``_features`` + ``_result`` (or ``_score_batch``) for
+scoring, and ``_state`` / ``_restore`` / ``_state_spec`` for persistence. The base does the
+rest: sample batching with progress bars that count samples, the lazy feature extractor,
+recording the backbone choice, calibration and verdicts, logging, saving and loading.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import shutil
-import tempfile
+import re
+import sys
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar
 
 import numpy as np
 
-FORMAT = "xmodal-model/1"
+from . import _model_dir
+from .calibration import PIXEL_STRIDE, Calibration, normalize
+from .options import PointMAEOptions, migrate_config, reject_unknown, take_renamed
+from .samples import as_sequence, batches, check_share, plan_calibration
+
+FORMAT = _model_dir.FORMAT
 _REGISTRY: dict[str, type[Detector]] = {}
+logger = logging.getLogger("xmodal")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 @dataclass
@@ -31,27 +50,53 @@ class AnomalyResult:
         map: (H, W) float32 per-pixel anomaly scores at the method's working resolution
             (224 x 224 for the paper methods); ``map_at`` resizes it.
         extras: method-specific maps (e.g. CFM's per-modality discrepancies), same shape.
+        threshold: the detector's image threshold when the result was computed (None: the
+            model was not calibrated, e.g. saved by xmodal before calibration existed).
+        is_anomalous: ``score > threshold`` (None without a threshold).
+        normalized_score: ``score`` on the fit-time scale, 0.5 at the threshold, in (0, 1)
+            (formula in :mod:`xmodal.methods.calibration`); None without calibration.
+        pixel_threshold, pixel_scale: what ``normalized_map`` uses (None without calibration).
     """
 
     score: float
     map: np.ndarray
     extras: dict = field(default_factory=dict)
+    threshold: float | None = None
+    is_anomalous: bool | None = None
+    normalized_score: float | None = None
+    pixel_threshold: float | None = None
+    pixel_scale: float | None = None
+
+    @property
+    def normalized_map(self) -> np.ndarray | None:
+        """``map`` on the fit-time pixel scale: 0.5 at the pixel threshold, (H, W) float32 in
+        (0, 1); None for an uncalibrated model."""
+        return self.normalize_map(self.map)
+
+    def normalize_map(self, values) -> np.ndarray | None:
+        """Any map of this result (e.g. resized to the image) on the fit-time pixel scale."""
+        if self.pixel_threshold is None or self.pixel_scale is None:
+            return None
+        return normalize(values, self.pixel_threshold, self.pixel_scale)
 
     def map_at(self, shape: tuple[int, int]) -> np.ndarray:
         """The map bilinearly resized to ``shape`` = (H, W), e.g. the input image's size."""
-        from ._maps import resize_bilinear
+        from .postprocess import resize_bilinear
 
         return resize_bilinear(self.map, shape)
+
+    @property
+    def verdict(self) -> str:
+        """"anomalous", "good", or "unavailable (...)" for a model without a threshold."""
+        if self.is_anomalous is None:
+            return "unavailable (the model has no threshold: refit it, or set detector.threshold)"
+        return "anomalous" if self.is_anomalous else "good"
 
 
 def register(cls: type[Detector]) -> type[Detector]:
     """Class decorator: makes a method loadable by ``xmodal.load`` under ``cls.method``."""
     _REGISTRY[cls.method] = cls
     return cls
-
-
-def method_names() -> list[str]:
-    return sorted(_REGISTRY)
 
 
 def as_sample(sample=None, *, rgb=None, xyz=None):
@@ -96,27 +141,74 @@ def _to_numpy(x, name: str) -> np.ndarray:
     raise TypeError(msg)
 
 
+def check_device(device) -> str:
+    """"cpu", "cuda" or "cuda:N" (a torch.device is accepted too)."""
+    text = str(device)
+    if not _DEVICE.match(text):
+        msg = f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}"
+        raise ValueError(msg)
+    return text
+
+
 class Detector:
     """Base class of every xmodal method.
 
-    Subclasses set ``method`` (the registry name), implement ``fit``, ``_predict`` (one Sample
-    -> AnomalyResult), ``_state`` (name -> array) and ``_restore`` (the reverse), and keep
-    every constructor argument in ``self.config`` (JSON-serialisable) so that
-    ``type(self)(**config)`` rebuilds an unfitted twin.
+    Subclasses set ``method`` (the registry name), implement the hooks listed in the module
+    docstring, and keep every constructor argument in ``self.config`` (JSON-serialisable) so
+    that ``type(self)(**config)`` rebuilds an unfitted twin. Options every method shares
+    (normalised by :meth:`common_options`): ``backbones``, ``weights_dir``, ``device``,
+    ``seed``, ``batch_size``, ``max_memory``, ``calibration``, ``progress``,
+    ``random_weights``, ``pointmae``.
     """
 
     method: ClassVar[str] = ""
+    map_size: ClassVar[int] = 224  # side of ``AnomalyResult.map``
 
     def __init__(self, **config: Any) -> None:
         self.config = dict(config)
-        self.info: dict = {}  # facts recorded at fit time (backbones used, sizes, timings)
+        self.info: dict = {}  # facts recorded at fit time (backbones used, sizes, timings, calibration)
         self.fitted = False
+        self.calibration: Calibration | None = None
+        self._extractor = None
+
+    @classmethod
+    def common_options(cls, legacy: dict, *, backbones: str, weights_dir, device, seed: int, batch_size: int,
+                       max_memory, max_memory_default, calibration: float, progress: bool, random_weights: bool,
+                       pointmae) -> dict:
+        """The shared options, validated, with the old keyword arguments in ``legacy`` mapped
+        (Point-MAE's four flat options; ``max_cache_bytes``, deprecated) and any other
+        unknown keyword rejected as Python would."""
+        from .._arrays import integer, one_of
+        from ._backbones import CHOICES
+
+        one_of(backbones, "backbones", CHOICES)
+        max_memory = take_renamed(legacy, "max_memory", max_memory, max_memory_default)
+        options = PointMAEOptions.of(pointmae, legacy)
+        reject_unknown(legacy, cls)
+        integer(seed, "seed", minimum=0)
+        return {"backbones": backbones, "weights_dir": None if weights_dir is None else str(weights_dir),
+                "device": check_device(device), "seed": int(seed), "batch_size": batch_size,
+                "max_memory": max_memory, "calibration": check_share(calibration), "progress": bool(progress),
+                "random_weights": bool(random_weights), "pointmae": options.as_dict()}
+
+    @property
+    def pointmae(self) -> PointMAEOptions:
+        return PointMAEOptions(**self.config["pointmae"])
 
     # --- to implement -----------------------------------------------------------------------
-    def fit(self, samples: Iterable) -> Detector:
+    def _fit(self, samples) -> None:
+        """Trains on ``samples``, a Sequence of good samples (read it with :meth:`_batches`)."""
         raise NotImplementedError
 
-    def _predict(self, sample) -> AnomalyResult:
+    def _build_extractor(self):
+        """The feature extractor the fitted model uses (from ``self.info``)."""
+        raise NotImplementedError
+
+    def _features(self, batch: list):
+        raise NotImplementedError
+
+    def _result(self, features, i: int) -> AnomalyResult:
+        """The raw result (score, map, extras) of image ``i`` of a batch's features."""
         raise NotImplementedError
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -125,15 +217,168 @@ class Detector:
     def _restore(self, state: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
-    # --- shared -----------------------------------------------------------------------------
+    def _state_spec(self) -> dict[str, tuple]:
+        """name -> shape (None: any size) of the arrays ``_restore`` needs, from ``config`` and
+        ``info``: ``xmodal.load`` checks them first, so a tampered file gets a clear error."""
+        return {}
+
+    # --- shared plumbing --------------------------------------------------------------------
+    def _log(self, message: str) -> None:
+        """An INFO message on the "xmodal" logger; when the application has not enabled INFO
+        for it and ``progress`` is on, on stderr as ``[xmodal <method>] message``."""
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("%s: %s", self.method, message)
+        elif self.config.get("progress"):
+            print(f"[xmodal {self.method}] {message}", file=sys.stderr, flush=True)
+
+    @property
+    def extractor(self):
+        """The backbones, built on first use (loading a model does not load them)."""
+        if self._extractor is None:
+            self._extractor = self._build_extractor()
+        return self._extractor
+
+    def _feature_extractor(self, rgb: str, xyz: str, grid: int, **options):
+        """A :class:`xmodal.backbones.FeatureExtractor` with this detector's device, weights and
+        Point-MAE options; random weights are drawn from ``seed`` (the same after a reload)."""
+        import torch
+
+        from ..backbones import FeatureExtractor
+
+        c = self.config
+        if xyz == "pointmae":
+            options = {**self.pointmae.as_dict(), **options}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c["seed"])
+            return FeatureExtractor(rgb, xyz, grid, device=c["device"], weights_dir=c["weights_dir"],
+                                    random_weights=c["random_weights"], **options)
+
+    def _record_backbones(self, choice: str, reason: str, spec: dict | None = None, detail: str = "") -> None:
+        """Announces the fit-time backbone choice and records it (with what the extractor
+        reports) as the first facts of ``info``; the extractor is rebuilt only if it changed."""
+        self._log(f"backbones: {choice} ({reason}){detail}")
+        if (self.info.get("backbones"), self.info.get("backbone_spec")) != (choice, spec):
+            self._extractor = None
+        self.info = {"backbones": choice, "backbones_reason": reason}
+        if spec is not None:
+            self.info["backbone_spec"] = spec
+        self.info["features"] = self.extractor.describe()
+
+    def _batches(self, samples, description: str, size: int | None = None):
+        return batches(samples, size or self.config["batch_size"], description, enabled=self.config["progress"])
+
+    def _score_batch(self, batch: list) -> list[AnomalyResult]:
+        """Raw results of a list of Samples (one backbone pass)."""
+        import torch
+
+        with torch.no_grad():
+            features = self._features(batch)
+            return [self._result(features, i) for i in range(len(batch))]
+
+    # --- fit --------------------------------------------------------------------------------
+    def fit(self, samples: Iterable, *, validation: Iterable | None = None) -> Detector:
+        """Trains on good samples, then calibrates the verdict on good images it did not train on.
+
+        Args:
+            samples: good :class:`xmodal.data.Sample` objects (or (rgb, xyz) pairs). A
+                Sequence such as ``MVTec3D(root, category, "train")`` is read batch by batch,
+                never all in memory; any other iterable is first read into a list.
+            validation: good samples to calibrate on. Default: the dataset's validation split
+                when ``samples`` is a reader that has one (MVTec 3D-AD, converted Eyecandies:
+                its good images), else ``calibration`` (a share) of ``samples`` held out of
+                training. ``calibration=0`` skips calibration: no threshold.
+        """
+        samples = as_sequence(samples)
+        if len(samples) == 0:
+            msg = "samples must hold at least one training Sample; got none"
+            raise ValueError(msg)
+        train, held, source = plan_calibration(samples, validation, self.config["calibration"], self.config["seed"])
+        self.fitted = False
+        self.calibration = None
+        self._fit(train)
+        self.info["train_images"] = len(train)
+        self.fitted = True
+        if held is None:
+            self.info["calibration"] = {"threshold": None, "source": source}
+            self._log(f"no calibration: {source}")
+        else:
+            self._calibrate(held, source)
+        return self
+
+    def _calibrate(self, samples, source: str) -> None:
+        started = time.perf_counter()
+        scores, maxima, pixels = [], [], []
+        for batch in self._batches(samples, "calibrating on good images"):
+            for result in self._score_batch(batch):
+                scores.append(result.score)
+                maxima.append(float(np.max(result.map)))
+                pixels.append(np.asarray(result.map, dtype=np.float64).ravel()[::PIXEL_STRIDE])
+        self.calibration = Calibration.fit(scores, maxima, np.concatenate(pixels), source)
+        self.info["calibration"] = self.calibration.summary()
+        self.info["calibration_seconds"] = round(time.perf_counter() - started, 3)
+        c = self.calibration
+        self._log(f"calibrated on {source}: threshold {c.threshold:.6g} (scale {c.scale:.3g}), "
+                 f"pixel threshold {c.pixel_threshold:.6g}")
+
+    # --- verdicts ---------------------------------------------------------------------------
+    @property
+    def threshold(self) -> float | None:
+        """Image threshold: a score above it is anomalous. Calibrated at fit; may be set (the
+        normalised scores then put 0.5 at the new value, with the fit-time scale)."""
+        if self.calibration is not None:
+            return self.calibration.threshold
+        return self.info.get("calibration", {}).get("threshold")
+
+    @threshold.setter
+    def threshold(self, value) -> None:
+        from .._arrays import number
+
+        value = number(value, "threshold")
+        if self.calibration is not None:
+            self.calibration.threshold = value
+            self.info["calibration"] = self.calibration.summary()
+        else:
+            self.info["calibration"] = {"threshold": value, "source": "set by the user (no calibration statistics)"}
+
+    @property
+    def pixel_threshold(self) -> float | None:
+        """Pixel threshold of ``normalized_map`` (0.5 there); settable on a calibrated model."""
+        return None if self.calibration is None else self.calibration.pixel_threshold
+
+    @pixel_threshold.setter
+    def pixel_threshold(self, value) -> None:
+        from .._arrays import number
+
+        if self.calibration is None:
+            msg = "pixel_threshold needs a calibrated model (fit with calibration > 0)"
+            raise ValueError(msg)
+        self.calibration.pixel_threshold = number(value, "pixel_threshold")
+        self.info["calibration"] = self.calibration.summary()
+
+    def _judge(self, result: AnomalyResult) -> AnomalyResult:
+        """Adds the verdict and the fit-time normalisation to a raw result."""
+        threshold = self.threshold
+        if threshold is not None:
+            result.threshold = threshold
+            result.is_anomalous = bool(result.score > threshold)
+        c = self.calibration
+        if c is not None:
+            result.normalized_score = normalize(result.score, c.threshold, c.scale)
+            result.pixel_threshold, result.pixel_scale = c.pixel_threshold, c.pixel_scale
+        return result
+
+    # --- predict ----------------------------------------------------------------------------
     def predict(self, sample=None, *, rgb=None, xyz=None) -> AnomalyResult:
         """Scores one sample: a Sample, an (rgb, xyz) pair or rgb=/xyz= numpy/torch arrays."""
         self._require_fitted()
-        return self._predict(as_sample(sample, rgb=rgb, xyz=xyz))
+        return self._judge(self._score_batch([as_sample(sample, rgb=rgb, xyz=xyz)])[0])
 
-    def predict_batch(self, samples: Iterable) -> list[AnomalyResult]:
-        """Scores several samples (methods override this where batching pays off)."""
-        return [self.predict(s) for s in samples]
+    def predict_batch(self, samples: Iterable, batch_size: int | None = None) -> list[AnomalyResult]:
+        """Scores several samples, the backbones run on ``batch_size`` images at a time
+        (default: the ``batch_size`` option). ``samples`` is read batch by batch."""
+        self._require_fitted()
+        size = batch_size or self.config["batch_size"]
+        return [self._judge(r) for batch in batches(samples, size, "", enabled=False) for r in self._score_batch(batch)]
 
     def target_mask(self, sample) -> np.ndarray:
         """The sample's ground truth in the geometry of ``predict(...).map`` (bool): what the
@@ -141,8 +386,6 @@ class Detector:
         from ..data.preprocess import resize_gt
 
         return resize_gt(sample.mask(), self.map_size)
-
-    map_size: ClassVar[int] = 224
 
     def map_on_image(self, result: AnomalyResult, sample) -> np.ndarray:
         """``result.map`` in the geometry of the sample's own image: (H, W) float32."""
@@ -153,39 +396,57 @@ class Detector:
             msg = f"this {type(self).__name__} is not fitted: call fit(samples) or xmodal.load(path) first"
             raise RuntimeError(msg)
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Writes the model directory atomically (a reader never sees a half-written model)."""
+    # --- persistence ------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Writes the model directory; never loses data (rules in :mod:`._model_dir`).
+
+        ``path`` may be new, an empty folder or an earlier xmodal model (replaced atomically).
+        Anything else raises ValueError unless ``overwrite=True``, which replaces what is at
+        ``path`` and nothing outside it.
+        """
         from safetensors.numpy import save_file
 
         from .. import __version__
 
         self._require_fitted()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
-            state = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
-            save_file(state, str(tmp / "model.safetensors"))
-            document = {"format": FORMAT, "xmodal_version": __version__, "method": self.method,
-                        "config": self.config, "info": self.info}
-            (tmp / "config.json").write_text(json.dumps(document, indent=2, default=_json_default))
-            backup = None
-            if path.exists():
-                backup = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, backup)
-            os.replace(tmp, path)
-            if backup is not None:
-                shutil.rmtree(backup, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        state = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
+        if self.calibration is not None:
+            state.update(self.calibration.arrays())
+        document = {"format": FORMAT, "xmodal_version": __version__, "method": self.method,
+                    "config": self.config, "info": self.info}
+        text = json.dumps(document, indent=2, default=_json_default)
+        files = {_model_dir.WEIGHTS: lambda p: save_file(state, str(p)),
+                 _model_dir.CONFIG: lambda p: p.write_text(text)}
+        return _model_dir.write(path, files, overwrite=overwrite)
 
     @classmethod
-    def _from_saved(cls, document: dict, state: dict[str, np.ndarray]) -> Detector:
-        detector = cls(**document["config"])
-        detector.info = document.get("info", {})
-        detector._restore(state)
+    def _from_saved(cls, path: Path, document: dict, state: dict[str, np.ndarray], device=None) -> Detector:
+        config_file, weights_file = path / _model_dir.CONFIG, path / _model_dir.WEIGHTS
+        config = migrate_config(document["config"])
+        if device is not None:
+            config["device"] = check_device(device)
+        try:
+            detector = cls(**config)
+            detector.info = document["info"]
+            spec = detector._state_spec()
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = f"corrupt model config {config_file}: {_model_dir.one_line(exc)}"
+            raise ValueError(msg) from exc
+        _model_dir.check_state(weights_file, state, spec)
+        own = {k: v for k, v in state.items() if not k.startswith("calibration.")}
+        try:
+            detector._restore(own)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            msg = f"corrupt model weights {weights_file}: {_model_dir.one_line(exc)} (does it belong to {config_file}?)"
+            raise ValueError(msg) from exc
+        summary = detector.info.get("calibration")
+        if "calibration.image_scores" in state:
+            try:
+                detector.calibration = Calibration.restore(summary, state)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                msg = (f"corrupt model {path}: calibration in {config_file.name} / {weights_file.name}: "
+                       f"{_model_dir.one_line(exc)}")
+                raise ValueError(msg) from exc
         detector.fitted = True
         return detector
 
@@ -204,50 +465,23 @@ def _json_default(value):
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-def load(path: str | os.PathLike) -> Detector:
+def load(path: str | os.PathLike, device: str | None = None) -> Detector:
     """Loads a model directory written by ``Detector.save``.
 
+    Args:
+        path: the model directory.
+        device: run the model there ("cpu", "cuda[:N]") instead of the device it was fitted on.
+
     Raises:
-        ValueError: the directory is missing, is not an xmodal model, or is corrupt (the message
-            names the file).
+        ValueError: the directory is missing, is not an xmodal model, or is corrupt (one line
+            naming the file).
     """
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
     path = Path(path)
-    config_file, weights_file = path / "config.json", path / "model.safetensors"
-    if not path.is_dir():
-        msg = f"model directory not found: {path}"
-        raise ValueError(msg)
-    for f in (config_file, weights_file):
-        if not f.is_file():
-            msg = f"{path} is not an xmodal model directory: {f.name} is missing"
-            raise ValueError(msg)
-    try:
-        document = json.loads(config_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        msg = f"corrupt model config {config_file}: {exc}"
-        raise ValueError(msg) from exc
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        msg = f"{config_file} is not an xmodal model config (format {document.get('format') if isinstance(document, dict) else None!r})"
-        raise ValueError(msg)
-    method = document.get("method")
-    if method not in _REGISTRY:
-        _import_methods()
-    if method not in _REGISTRY:
-        msg = f"{config_file}: unknown method {method!r}; known: {', '.join(method_names())}"
-        raise ValueError(msg)
-    try:
-        state = load_file(str(weights_file))
-    except (OSError, SafetensorError, ValueError) as exc:
-        msg = f"corrupt model weights {weights_file}: {exc}"
-        raise ValueError(msg) from exc
-    try:
-        return _REGISTRY[method]._from_saved(document, state)
-    except KeyError as exc:
-        msg = f"corrupt model {path}: missing array {exc}"
-        raise ValueError(msg) from exc
+    document, state = _model_dir.read(path)
+    from . import METHODS, method_class
 
-
-def _import_methods() -> None:
-    from .. import methods  # noqa: F401  (registers every method)
+    method = document["method"]
+    if method not in METHODS:
+        msg = f"{path / _model_dir.CONFIG}: unknown method {method!r}; known: {', '.join(sorted(METHODS))}"
+        raise ValueError(msg)
+    return method_class(method)._from_saved(path, document, state, device)

@@ -1,10 +1,10 @@
-"""CFM: Crossmodal Feature Mapping (Costanzino et al., CVPR 2024; `shared/papers/cfm-supplementary.txt`).
+"""CFM: Crossmodal Feature Mapping (Costanzino et al., CVPR 2024, and its supplementary material).
 
 Two small networks learn, on normal parts only, to predict each pixel's 3D feature from its 2D
 feature and the 2D feature from the 3D one. At test time a pixel whose features disagree with
 what the other modality predicts is anomalous: d = || n(predicted) - n(real) || per direction,
 combined by product (default), sum or max, smoothed with CFM's box filters; the image score is
-the map's maximum. Facts followed: `shared/reference/methods.md` §2.
+the map's maximum, with the paper's defaults (and the reference code's where the paper is silent).
 
 Differences from the reference code, on purpose: training features are extracted once and
 cached (the reference re-extracts them every epoch); the discrepancies come from xmodal's fused
@@ -13,21 +13,29 @@ scorer, which skips background pixels (the reference computes and then zeros the
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 
-from .._arrays import one_of
+from .._arrays import integer, one_of
 from ._backbones import resolve
-from ._maps import box_blur_cfm
 from ._store import FeatureStore
 from .base import AnomalyResult, Detector, register
+from .postprocess import box_blur_cfm
 
 PRUNING = {"full": 12, "M": 8, "S": 4, "T": 1}  # blocks kept in both transformers (Ours-M/S/T)
 AGGREGATIONS = ("product", "sum", "max")
 MLP_KINDS = ("projection", "encoder_decoder")
-GRID = 224
+
+
+def _widths(d_in: int, d_out: int, kind: str) -> list[int]:
+    if kind == "projection":
+        hidden = (d_in + d_out) // 2
+        return [d_in, hidden, hidden, d_out]
+    if kind == "encoder_decoder":
+        return [d_in, d_in // 2, d_in // 4, d_in // 4, d_in // 2, d_out]
+    msg = f"mlp must be one of {MLP_KINDS}; got {kind!r}"
+    raise ValueError(msg)
 
 
 def mapping_network(d_in: int, d_out: int, kind: str = "projection"):
@@ -39,14 +47,7 @@ def mapping_network(d_in: int, d_out: int, kind: str = "projection"):
     """
     import torch
 
-    if kind == "projection":
-        hidden = (d_in + d_out) // 2
-        widths = [d_in, hidden, hidden, d_out]
-    elif kind == "encoder_decoder":
-        widths = [d_in, d_in // 2, d_in // 4, d_in // 4, d_in // 2, d_out]
-    else:
-        msg = f"mlp must be one of {MLP_KINDS}; got {kind!r}"
-        raise ValueError(msg)
+    widths = _widths(d_in, d_out, kind)
     layers = []
     for i in range(len(widths) - 1):
         layers.append(torch.nn.Linear(widths[i], widths[i + 1]))
@@ -66,28 +67,32 @@ class CFM(Detector):
         weights_dir: folder with the paper backbones' weight files (else ``$XMODAL_WEIGHTS``).
         device: "cpu" or "cuda[:N]".
         epochs: training epochs (paper: 50).
-        batch_size: images per optimisation step (paper: 4).
+        batch_size: images per optimisation step (paper: 4) and per inference batch.
         lr: Adam learning rate (paper: 1e-3, other Adam settings default).
         aggregation: "product" (paper), "sum" or "max" of the 2D and 3D discrepancies.
         pruning: "full", "M", "S", "T": keep 12, 8, 4 or 1 blocks of both transformers.
         mlp: "projection" (paper) or "encoder_decoder" (supplementary).
         square_pad: CFM's edge-replicating square pad of the RGB image (reference: True).
-        seed: seeds the networks' initialisation and the batch order (reference: 115).
-        max_cache_bytes: training features beyond this go to temporary memory-mapped files.
+        seed: seeds the networks' initialisation, the batch order and the held-out
+            calibration images (reference: 115).
+        max_memory: bytes of training features kept in RAM; the rest goes to temporary
+            memory-mapped files (``max_cache_bytes`` is its deprecated old name).
+        calibration: share of the training images held out to calibrate the threshold when
+            the dataset has no validation split (0: no calibration); see :meth:`Detector.fit`.
         progress: progress bars and the backbone announcement on stderr.
         random_weights: backbones with random weights (tests and benchmarks only).
-        num_group, group_size, reference_fps, reference_train_mode: Point-MAE options (see
-            :class:`xmodal.backbones.FeatureExtractor`).
+        pointmae: :class:`PointMAEOptions` (or a dict); the flat ``num_group``, ``group_size``,
+            ``reference_fps`` and ``reference_train_mode`` keywords still work.
+        tmp_dir: folder for the temporary feature files (default: the system's).
     """
 
     method = "cfm"
 
     def __init__(self, backbones: str = "auto", weights_dir=None, device: str = "cpu", epochs: int = 50,
                  batch_size: int = 4, lr: float = 1e-3, aggregation: str = "product", pruning: str = "full",
-                 mlp: str = "projection", square_pad: bool = True, seed: int = 115,
-                 max_cache_bytes: int = 4 << 30, progress: bool = True, random_weights: bool = False,
-                 num_group: int = 1024, group_size: int = 128, reference_fps: bool = False,
-                 reference_train_mode: bool = False):
+                 mlp: str = "projection", square_pad: bool = True, seed: int = 115, max_memory: int = 4 << 30,
+                 calibration: float = 0.1, progress: bool = True, random_weights: bool = False, pointmae=None,
+                 tmp_dir=None, **legacy):
         one_of(aggregation, "aggregation", AGGREGATIONS)
         one_of(pruning, "pruning", tuple(PRUNING))
         one_of(mlp, "mlp", MLP_KINDS)
@@ -95,90 +100,71 @@ class CFM(Detector):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 msg = f"{name} must be a positive int; got {value!r}"
                 raise ValueError(msg)
-        super().__init__(backbones=backbones, weights_dir=None if weights_dir is None else str(weights_dir),
-                         device=str(device), epochs=epochs, batch_size=batch_size, lr=float(lr),
-                         aggregation=aggregation, pruning=pruning, mlp=mlp, square_pad=square_pad, seed=seed,
-                         max_cache_bytes=int(max_cache_bytes), progress=progress, random_weights=random_weights,
-                         num_group=num_group, group_size=group_size, reference_fps=reference_fps,
-                         reference_train_mode=reference_train_mode)
-        self._extractor = None
+        common = self.common_options(legacy, backbones=backbones, weights_dir=weights_dir, device=device, seed=seed,
+                                     batch_size=batch_size, max_memory=max_memory, max_memory_default=4 << 30,
+                                     calibration=calibration, progress=progress, random_weights=random_weights,
+                                     pointmae=pointmae)
+        common["max_memory"] = integer(common["max_memory"], "max_memory", minimum=0)
+        super().__init__(**common, epochs=epochs, lr=float(lr), aggregation=aggregation, pruning=pruning, mlp=mlp,
+                         square_pad=bool(square_pad), tmp_dir=None if tmp_dir is None else str(tmp_dir))
         self.mlp_2d3d = None
         self.mlp_3d2d = None
 
     # --- pieces -----------------------------------------------------------------------------
-    def _log(self, message: str) -> None:
-        if self.config["progress"]:
-            print(f"[xmodal cfm] {message}", file=sys.stderr, flush=True)
-
-    def _extractor_for(self, choice: str):
-        from ..backbones import FeatureExtractor
-
+    def _build_extractor(self):
         c = self.config
-        depth = PRUNING[c["pruning"]]
-        if choice == "paper":
-            return FeatureExtractor("dino_vitb8", "pointmae", GRID, device=c["device"], weights_dir=c["weights_dir"],
-                                    random_weights=c["random_weights"], square_pad=c["square_pad"], rgb_depth=depth,
-                                    pointmae_depth=depth, num_group=c["num_group"], group_size=c["group_size"],
-                                    reference_fps=c["reference_fps"], reference_train_mode=c["reference_train_mode"])
-        return FeatureExtractor("efficientnet_lite0", "depth", GRID, device=c["device"],
-                                random_weights=c["random_weights"], square_pad=c["square_pad"])
+        if self.info["backbones"] == "paper":
+            depth = PRUNING[c["pruning"]]
+            return self._feature_extractor("dino_vitb8", "pointmae", self.map_size, square_pad=c["square_pad"],
+                                           rgb_depth=depth, pointmae_depth=depth)
+        return self._feature_extractor("efficientnet_lite0", "depth", self.map_size, square_pad=c["square_pad"])
 
-    @property
-    def extractor(self):
-        if self._extractor is None:
-            self._extractor = self._extractor_for(self.info["backbones"])
-        return self._extractor
+    def _features(self, batch):
+        return self.extractor(batch)
 
-    def _rows(self, feats, i: int):
-        """(foreground rows 2D, 3D, flat foreground indices) of image i of a Features batch."""
+    @staticmethod
+    def _rows(feats, i: int):
+        """(2D rows (G*G, C2), 3D rows (G*G, C3), foreground (G*G,) bool) of image i of a batch."""
         fg = feats.foreground[i].reshape(-1)
         f2d = feats.rgb[i].reshape(feats.rgb.shape[1], -1).T
         f3d = feats.xyz[i].reshape(feats.xyz.shape[1], -1).T
-        return f2d[fg], f3d[fg], fg
+        return f2d, f3d, fg
 
     # --- fit --------------------------------------------------------------------------------
-    def fit(self, samples) -> CFM:
-        """Extracts the training features once, then trains both mapping networks.
+    def _fit(self, samples) -> None:
+        """Extracts the training features once (cached by a FeatureStore), then trains both
+        mapping networks."""
+        import torch
 
-        Args:
-            samples: iterable of good :class:`xmodal.data.Sample` (e.g. ``MVTec3D(root, c, "train")``).
-        """
+        c = self.config
+        choice, reason = resolve(c["backbones"], ("dino_vitb8", "pointmae"), c["weights_dir"])
+        self._record_backbones(choice, reason)
+        store = FeatureStore(c["max_memory"], c["tmp_dir"])
+        try:
+            started = time.perf_counter()
+            for batch in self._batches(samples, "extracting training features", size=4 if choice == "offline" else 1):
+                feats = self._features(batch)
+                for i in range(len(batch)):
+                    f2d, f3d, fg = self._rows(feats, i)
+                    if fg.any():
+                        store.append(f2d[fg].cpu().numpy(), f3d[fg].cpu().numpy())
+            if len(store) == 0:
+                msg = "no training sample has foreground 3D data (all point clouds empty?)"
+                raise ValueError(msg)
+            self.info["extraction_seconds"] = round(time.perf_counter() - started, 3)
+            self.info["training_rows"] = store.row_count()
+            self._train(store, torch.device(c["device"]))
+        finally:
+            store.close()
+
+    def _train(self, store: FeatureStore, device) -> None:
         import torch
 
         from ..progress import progress
 
         c = self.config
-        choice, reason = resolve(c["backbones"], ("dino_vitb8", "pointmae"), c["weights_dir"])
-        self._log(f"backbones: {choice} ({reason})")
-        self.info = {"backbones": choice, "backbones_reason": reason}
-        self._extractor = None
-        extractor = self.extractor
-        self.info["features"] = extractor.describe()
-        samples = list(samples)
-        if not samples:
-            msg = "samples must hold at least one training Sample"
-            raise ValueError(msg)
-
-        store = FeatureStore(c["max_cache_bytes"])
-        started = time.perf_counter()
-        batch = 4 if choice == "offline" else 1
-        for first in progress(range(0, len(samples), batch), "extracting training features",
-                              enabled=c["progress"], total=(len(samples) + batch - 1) // batch):
-            feats = extractor(samples[first : first + batch])
-            for i in range(feats.rgb.shape[0]):
-                f2d, f3d, _ = self._rows(feats, i)
-                if f2d.shape[0] == 0:
-                    continue
-                store.append(f2d.cpu().numpy(), f3d.cpu().numpy())
-        if len(store) == 0:
-            msg = "no training sample has foreground 3D data (all point clouds empty?)"
-            raise ValueError(msg)
-        self.info["extraction_seconds"] = round(time.perf_counter() - started, 3)
-        self.info["training_rows"] = store.row_count()
-
         torch.manual_seed(c["seed"])
-        device = torch.device(c["device"])
-        d2, d3 = extractor.rgb_channels, extractor.xyz_channels
+        d2, d3 = self.extractor.rgb_channels, self.extractor.xyz_channels
         self.mlp_2d3d = mapping_network(d2, d3, c["mlp"]).to(device)
         self.mlp_3d2d = mapping_network(d3, d2, c["mlp"]).to(device)
         params = list(self.mlp_2d3d.parameters()) + list(self.mlp_3d2d.parameters())
@@ -187,7 +173,7 @@ class CFM(Detector):
         rng = np.random.default_rng(c["seed"])
         started = time.perf_counter()
         losses = []
-        bar = progress(range(c["epochs"]), "training mapping networks", enabled=c["progress"])
+        bar = progress(range(c["epochs"]), "training mapping networks", enabled=c["progress"], unit="epoch")
         for _ in bar:
             self.mlp_2d3d.train()
             self.mlp_3d2d.train()
@@ -210,24 +196,19 @@ class CFM(Detector):
             losses.append(epoch_loss / ((len(order) + c["batch_size"] - 1) // c["batch_size"]))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        store.close()
         self.mlp_2d3d.eval()
         self.mlp_3d2d.eval()
         self.info["training_seconds"] = round(time.perf_counter() - started, 3)
         self.info["loss_per_epoch"] = [round(v, 6) for v in losses]
-        self.fitted = True
-        return self
 
     # --- predict ----------------------------------------------------------------------------
-    def _score(self, feats, i: int) -> AnomalyResult:
+    def _result(self, feats, i: int) -> AnomalyResult:
         import torch
 
         from ..ops import crossmodal_discrepancy
 
-        fg = feats.foreground[i].reshape(-1)
-        f2d = feats.rgb[i].reshape(feats.rgb.shape[1], -1).T.contiguous()
-        f3d = feats.xyz[i].reshape(feats.xyz.shape[1], -1).T.contiguous()
-        d = crossmodal_discrepancy(f2d, f3d, self.mlp_2d3d, self.mlp_3d2d, fg)
+        f2d, f3d, fg = self._rows(feats, i)
+        d = crossmodal_discrepancy(f2d.contiguous(), f3d.contiguous(), self.mlp_2d3d, self.mlp_3d2d, fg)
         aggregation = self.config["aggregation"]
         if aggregation == "product":
             psi = d.d_2d * d.d_3d
@@ -235,40 +216,19 @@ class CFM(Detector):
             psi = d.d_2d + d.d_3d
         else:
             psi = torch.maximum(d.d_2d, d.d_3d)
-        psi = (psi * fg).reshape(GRID, GRID)
-        smoothed = box_blur_cfm(psi)
-        score_map = smoothed.cpu().numpy().astype(np.float32)
-        extras = {"d_2d": d.d_2d.reshape(GRID, GRID).cpu().numpy(), "d_3d": d.d_3d.reshape(GRID, GRID).cpu().numpy(),
+        side = self.map_size
+        psi = (psi * fg).reshape(side, side)
+        score_map = box_blur_cfm(psi).cpu().numpy().astype(np.float32)
+        extras = {"d_2d": d.d_2d.reshape(side, side).cpu().numpy(), "d_3d": d.d_3d.reshape(side, side).cpu().numpy(),
                   "foreground": feats.foreground[i].cpu().numpy()}
         return AnomalyResult(score=float(score_map.max()), map=score_map, extras=extras)
-
-    def _predict(self, sample) -> AnomalyResult:
-        import torch
-
-        with torch.no_grad():
-            return self._score(self.extractor(sample), 0)
-
-    def predict_batch(self, samples, batch_size: int = 4) -> list[AnomalyResult]:
-        """Scores samples with the backbones run in batches of ``batch_size``."""
-        import torch
-
-        from .base import as_sample
-
-        self._require_fitted()
-        samples = [as_sample(s) for s in samples]
-        out = []
-        with torch.no_grad():
-            for first in range(0, len(samples), batch_size):
-                feats = self.extractor(samples[first : first + batch_size])
-                out.extend(self._score(feats, i) for i in range(feats.rgb.shape[0]))
-        return out
 
     def target_mask(self, sample) -> np.ndarray:
         """Ground truth as CFM's loader prepares it: square pad (when ``square_pad``), nearest
         resize to 224, > 0.5, matching the geometry of the RGB input and of the map."""
         from ..data.preprocess import resize_gt
 
-        return resize_gt(sample.mask(), GRID, square=self.config["square_pad"])
+        return resize_gt(sample.mask(), self.map_size, square=self.config["square_pad"])
 
     def map_on_image(self, result: AnomalyResult, sample) -> np.ndarray:
         """The map back on the sample's image: undo the square pad, then resize."""
@@ -281,6 +241,20 @@ class CFM(Detector):
         return np.ascontiguousarray(square[top : top + h, left : left + w])
 
     # --- persistence ------------------------------------------------------------------------
+    def _networks(self) -> dict:
+        features = self.info["features"]
+        d2, d3 = int(features["rgb_channels"]), int(features["xyz_channels"])
+        return {"mlp_2d3d": (d2, d3), "mlp_3d2d": (d3, d2)}
+
+    def _state_spec(self) -> dict[str, tuple]:
+        spec = {}
+        for prefix, (d_in, d_out) in self._networks().items():
+            widths = _widths(d_in, d_out, self.config["mlp"])
+            for layer in range(len(widths) - 1):  # Linear layers sit at every other Sequential index
+                spec[f"{prefix}.{2 * layer}.weight"] = (widths[layer + 1], widths[layer])
+                spec[f"{prefix}.{2 * layer}.bias"] = (widths[layer + 1],)
+        return spec
+
     def _state(self) -> dict[str, np.ndarray]:
         state = {}
         for prefix, net in (("mlp_2d3d", self.mlp_2d3d), ("mlp_3d2d", self.mlp_3d2d)):
@@ -291,12 +265,9 @@ class CFM(Detector):
     def _restore(self, state: dict[str, np.ndarray]) -> None:
         import torch
 
-        features = self.info["features"]
-        d2, d3 = features["rgb_channels"], features["xyz_channels"]
         device = torch.device(self.config["device"])
-        self.mlp_2d3d = mapping_network(d2, d3, self.config["mlp"])
-        self.mlp_3d2d = mapping_network(d3, d2, self.config["mlp"])
-        for prefix, net in (("mlp_2d3d", self.mlp_2d3d), ("mlp_3d2d", self.mlp_3d2d)):
+        for prefix, (d_in, d_out) in self._networks().items():
+            net = mapping_network(d_in, d_out, self.config["mlp"])
             keys = {k[len(prefix) + 1 :]: torch.from_numpy(v) for k, v in state.items() if k.startswith(prefix + ".")}
             net.load_state_dict(keys, strict=True)
-            net.to(device).eval()
+            setattr(self, prefix, net.to(device).eval())

@@ -6,12 +6,12 @@ is the largest patch score re-weighted by how isolated its match is (PatchCore's
 M3DM's variant), and the map is the patch-score grid upsampled bilinearly to 224 x 224 and
 smoothed with a Gaussian of sigma 4. With ``modality="rgb+xyz"`` there is one bank per
 modality (M3DM's "DINO+Point_MAE" mode) and the two scores are combined by a weighted sum or by
-M3DM's learned late fusion (a one-class SVM on [xyz, rgb] score vectors). Facts followed:
-``shared/reference/methods.md`` §1.7 and §3, ``shared/reference/anomalib.md`` §1.
+M3DM's learned late fusion (a one-class SVM on [xyz, rgb] score vectors), with the defaults of
+the PatchCore and M3DM papers and of anomalib's PatchCore.
 
 Differences from the reference code, on purpose:
 
-- Maps are blurred in float (:func:`xmodal.methods._maps.gaussian_blur`, kernel
+- Maps are blurred in float (:func:`xmodal.methods.postprocess.gaussian_blur`, kernel
   2*int(4*sigma+0.5)+1, reflect padding); M3DM and G2SF quantise each map to 256 levels of its
   maximum and use PIL's box-filter approximation of the Gaussian, so their maps have ties that
   ours do not.
@@ -20,37 +20,31 @@ Differences from the reference code, on purpose:
   which gives those cells distance 0 as well.
 - Standardisation (M3DM's scalar ``(x - mean) / std``) uses each bank's own statistics; M3DM
   mixes the xyz and rgb statistics up (§3.3). Distances are simply divided by the std.
-- Training features never sit in memory all at once: see :mod:`._bank_build` (exact one-shot
-  selection with raw rows in a temporary file, or a streaming merge-reduce coreset when
-  ``max_memory`` is given).
-- Nearest-neighbour search is exact (:mod:`._bank_search`); the reference code uses
+- Training features never sit in memory all at once: each bank is a :class:`xmodal.MemoryBank`
+  streamed in by its builder (exact one-shot selection with raw rows in a temporary file, or a
+  streaming merge-reduce coreset when ``max_memory`` is given).
+- Nearest-neighbour search is exact (:meth:`xmodal.MemoryBank.query`); the reference code uses
   ``torch.cdist`` (float32, expanded form).
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
-from collections.abc import Sequence
 
 import numpy as np
 
 from .._arrays import one_of
-from ._backbones import CHOICES as BACKBONE_CHOICES
+from ..memory_bank import MemoryBank, MemoryBankBuilder
 from ._backbones import resolve
-from ._bank_build import BankBuilder
-from ._patch_score import check_reweight, image_score
-from .base import AnomalyResult, Detector, as_sample, register
+from .base import AnomalyResult, Detector, register
+from .options import MODALITIES
 
-MODALITIES = {"rgb": ("rgb",), "xyz": ("xyz",), "rgb+xyz": ("rgb", "xyz")}
 RGB_NAMES = ("wide_resnet50_2", "efficientnet_lite0", "dino_vitb8")
 XYZ_NAMES = ("pointmae", "depth")
 PAPER = {"rgb": "wide_resnet50_2", "xyz": "pointmae"}
 OFFLINE = {"rgb": "efficientnet_lite0", "xyz": "depth"}
 FUSIONS = ("sum", "ocsvm")
-MAP_SIZE = 224
-_GREEDY_BYTES_PER_ROW = 32  # the coreset kernel: running minimum, owner (16 B) + per-cluster state
 
 
 def parse_backbone(backbone) -> dict[str, str]:
@@ -123,12 +117,15 @@ class PatchCore(Detector):
             selects the exact one-shot coreset (projected rows in RAM, raw rows in a
             temporary file). Backbone activations are not counted.
         batch_size: images per backbone batch.
-        seed: coreset start and projection, random backbone weights, OCSVM ``random_state``.
+        seed: coreset start and projection, random backbone weights, OCSVM ``random_state``,
+            the held-out calibration images.
+        calibration: share of the training images held out to calibrate the threshold when
+            the dataset has no validation split (0: no calibration); see :meth:`Detector.fit`.
         progress: progress bars and the backbone announcement on stderr.
         random_weights: backbones with random weights (tests and benchmarks only).
         grid, xyz_grid: feature grid sides (defaults 28 and 56 for Point-MAE / 28 for depth).
-        num_group, group_size, reference_fps, reference_train_mode: Point-MAE options (see
-            :class:`xmodal.backbones.FeatureExtractor`).
+        pointmae: :class:`PointMAEOptions` (or a dict); the flat ``num_group``, ``group_size``,
+            ``reference_fps`` and ``reference_train_mode`` keywords still work.
         tmp_dir: folder for the one-shot mode's temporary feature file.
         ocsvm_max_pixels: pixel vectors the pixel-level OCSVM is fitted on (a seeded uniform
             sample when the training maps hold more; M3DM uses every pixel).
@@ -140,12 +137,12 @@ class PatchCore(Detector):
                  device: str = "cpu", coreset_ratio=0.1, projection: str = "sparse", proj_dim: int = 128,
                  reweight: str = "paper", num_neighbors=None, reweight_eps: float = 0.0, fusion: str = "sum",
                  xyz_weight: float = 1.0, rgb_weight: float = 1.0, standardize=None, sigma: float = 4.0,
-                 max_memory=None, batch_size: int = 8, seed: int = 0, progress: bool = True,
-                 random_weights: bool = False, grid: int = 28, xyz_grid=None, num_group: int = 1024,
-                 group_size: int = 128, reference_fps: bool = False, reference_train_mode: bool = False,
-                 tmp_dir=None, ocsvm_max_pixels: int = 2_000_000):
+                 max_memory=None, batch_size: int = 8, seed: int = 0, calibration: float = 0.1,
+                 progress: bool = True, random_weights: bool = False, grid: int = 28, xyz_grid=None, pointmae=None,
+                 tmp_dir=None, ocsvm_max_pixels: int = 2_000_000, **legacy):
+        from ._patch_score import check_reweight
+
         one_of(modality, "modality", tuple(MODALITIES))
-        one_of(backbones, "backbones", BACKBONE_CHOICES)
         parse_backbone(backbone)
         _check_number("coreset_ratio", coreset_ratio, 0, 1, low_open=True, allow_none=True)
         if projection not in ("sparse", "linear"):
@@ -173,33 +170,32 @@ class PatchCore(Detector):
         if max_memory is not None and coreset_ratio is None:
             msg = "max_memory streams the training features into a coreset; it needs a coreset_ratio (got None)"
             raise ValueError(msg)
-        super().__init__(modality=modality, backbones=backbones, backbone=backbone,
-                         weights_dir=None if weights_dir is None else str(weights_dir), device=str(device),
+        common = self.common_options(legacy, backbones=backbones, weights_dir=weights_dir, device=device, seed=seed,
+                                     batch_size=int(batch_size), max_memory=max_memory, max_memory_default=None,
+                                     calibration=calibration, progress=progress, random_weights=random_weights,
+                                     pointmae=pointmae)
+        common["max_memory"] = None if max_memory is None else int(max_memory)
+        super().__init__(modality=modality, backbone=backbone,
                          coreset_ratio=None if coreset_ratio is None else float(coreset_ratio),
                          projection=projection, proj_dim=int(proj_dim), reweight=reweight,
                          num_neighbors=num_neighbors, reweight_eps=float(reweight_eps), fusion=fusion,
                          xyz_weight=float(xyz_weight), rgb_weight=float(rgb_weight), standardize=standardize,
-                         sigma=float(sigma), max_memory=None if max_memory is None else int(max_memory),
-                         batch_size=int(batch_size), seed=int(seed), progress=bool(progress),
-                         random_weights=bool(random_weights), grid=int(grid),
-                         xyz_grid=None if xyz_grid is None else int(xyz_grid), num_group=num_group,
-                         group_size=group_size, reference_fps=reference_fps,
-                         reference_train_mode=reference_train_mode,
-                         tmp_dir=None if tmp_dir is None else str(tmp_dir), ocsvm_max_pixels=int(ocsvm_max_pixels))
-        self._extractor = None
-        self.banks: dict = {}
+                         sigma=float(sigma), grid=int(grid), xyz_grid=None if xyz_grid is None else int(xyz_grid),
+                         tmp_dir=None if tmp_dir is None else str(tmp_dir), ocsvm_max_pixels=int(ocsvm_max_pixels),
+                         **common)
+        self.memory_banks: dict[str, MemoryBank] = {}
         self.scales: dict[str, float] = {}
         self.fusion_params: dict[str, np.ndarray] = {}
-        self._searches: dict = {}
 
     # --- configuration ----------------------------------------------------------------------
     @property
     def modalities(self) -> tuple[str, ...]:
         return MODALITIES[self.config["modality"]]
 
-    def _log(self, message: str) -> None:
-        if self.config["progress"]:
-            print(f"[xmodal patchcore] {message}", file=sys.stderr, flush=True)
+    @property
+    def banks(self) -> dict:
+        """{modality: (n, D) float32 torch tensor}: the rows of each memory bank."""
+        return {m: bank.features for m, bank in self.memory_banks.items()}
 
     def _choose_backbones(self) -> dict:
         """Backbone names per modality, the choice ("paper" / "offline" / "explicit") and why."""
@@ -223,26 +219,10 @@ class PatchCore(Detector):
         grids = {"rgb": c["grid"], "xyz": c["xyz_grid"] or (56 if xyz == "pointmae" else c["grid"])}
         return {"choice": choice, "reason": reason, "names": names, "extractor": [reader, xyz], "grids": grids}
 
-    def _extractor_for(self, spec: dict):
-        import torch
-
-        from ..backbones import FeatureExtractor
-
-        c = self.config
+    def _build_extractor(self):
+        spec = self.info["backbone_spec"]
         reader, xyz = spec["extractor"]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c["seed"])  # random_weights: the same weights after save / load
-            return FeatureExtractor(reader, xyz, spec["grids"]["rgb"], xyz_grid=spec["grids"]["xyz"],
-                                    device=c["device"], weights_dir=c["weights_dir"],
-                                    random_weights=c["random_weights"], num_group=c["num_group"],
-                                    group_size=c["group_size"], reference_fps=c["reference_fps"],
-                                    reference_train_mode=c["reference_train_mode"])
-
-    @property
-    def extractor(self):
-        if self._extractor is None:
-            self._extractor = self._extractor_for(self.info["backbone_spec"])
-        return self._extractor
+        return self._feature_extractor(reader, xyz, spec["grids"]["rgb"], xyz_grid=spec["grids"]["xyz"])
 
     def _standardize(self) -> bool:
         s = self.config["standardize"]
@@ -262,46 +242,28 @@ class PatchCore(Detector):
             return rows[fg].contiguous(), fg
         return rows.contiguous(), None
 
-    def _chunk_images(self, dims: dict, cells: dict, num_images: int, proj_dims: dict) -> int | None:
-        """Images per streaming chunk under ``max_memory`` (None: one-shot mode)."""
-        budget = self.config["max_memory"]
-        if budget is None:
+    def _chunk_images(self, dims: dict, cells: dict, num_images: int) -> int | None:
+        """Images per streaming chunk when the banks share ``max_memory`` (None: one-shot mode)."""
+        c = self.config
+        if c["max_memory"] is None:
             return None
-        ratio = self.config["coreset_ratio"]
-        kept = sum(math.ceil(ratio * num_images * cells[m]) * (dims[m] + proj_dims[m]) * 4 for m in dims)
-        per_image = sum(cells[m] * ((dims[m] + proj_dims[m]) * 4 + _GREEDY_BYTES_PER_ROW) for m in dims)
-        images = (budget - kept) // per_image
-        if images < 1:
-            msg = (f"max_memory={budget} bytes is too small: the memory banks of {num_images} images need "
-                   f"{kept} bytes and one image's features {per_image} more")
-            raise ValueError(msg)
-        return int(min(images, num_images))
+        return MemoryBankBuilder.chunk_size(c["max_memory"], [(dims[m], cells[m]) for m in dims], num_images,
+                                            c["coreset_ratio"], c["projection"], c["proj_dim"], unit="image")
 
     # --- fit --------------------------------------------------------------------------------
-    def fit(self, samples) -> PatchCore:
+    def _fit(self, samples) -> None:
         """Builds the memory bank(s) from good training samples.
 
         Args:
-            samples: good :class:`xmodal.data.Sample` objects (or (rgb, xyz) pairs): a sequence
-                such as ``MVTec3D(root, category, "train")`` is read batch by batch (never all
-                in memory); any other iterable is first turned into a list.
+            samples: a Sequence of good samples, read batch by batch (see :meth:`Detector.fit`).
         """
         import torch
 
         c = self.config
-        if not isinstance(samples, Sequence) or isinstance(samples, (str, bytes)):
-            samples = list(samples)  # a Sequence (e.g. MVTec3D) is read lazily, batch by batch
-        if len(samples) == 0:
-            msg = "samples must hold at least one training Sample; got none"
-            raise ValueError(msg)
         spec = self._choose_backbones()
-        self._log(f"backbones: {spec['choice']} ({spec['reason']}): {spec['names']}")
-        if self.info.get("backbone_spec") != spec:
-            self._extractor = None  # a refit with the same backbones keeps the loaded networks
-        self.info = {"backbones": spec["choice"], "backbones_reason": spec["reason"], "backbone_spec": spec}
-        self.fitted = False
+        # a refit with the same backbones keeps the loaded networks
+        self._record_backbones(spec["choice"], spec["reason"], spec, detail=f": {spec['names']}")
         extractor = self.extractor
-        self.info["features"] = extractor.describe()
         dims = {m: extractor.rgb_channels if m == "rgb" else extractor.xyz_channels for m in self.modalities}
         cells = {m: spec["grids"][m] ** 2 for m in self.modalities}
         builders = self._builders(dims, cells, len(samples))
@@ -321,44 +283,24 @@ class PatchCore(Detector):
             for b in builders.values():
                 b.close()
         self.info["coreset_seconds"] = round(time.perf_counter() - started, 3)
-        self.fitted = True
         if c["fusion"] == "ocsvm":
             started = time.perf_counter()
             self._fit_late_fusion(samples)
             self.info["fusion_seconds"] = round(time.perf_counter() - started, 3)
-        return self
-
-    def _batches(self, samples, description: str):
-        """Lists of at most ``batch_size`` Samples, read from ``samples`` as they are needed."""
-        from ..progress import progress
-
-        size = self.config["batch_size"]
-        for first in progress(range(0, len(samples), size), description, enabled=self.config["progress"],
-                              total=-(-len(samples) // size)):
-            yield [as_sample(samples[j]) for j in range(first, min(first + size, len(samples)))]
 
     def _builders(self, dims: dict, cells: dict, num_images: int) -> dict:
-        from .._ops.coreset import jl_dimension
-
         c = self.config
-        proj_dims = {}
-        for m in self.modalities:
-            rows = num_images * cells[m]
-            # bytes of the projected copy the coreset runs on (none when nothing is projected)
-            out = jl_dimension(max(rows, 2)) if c["projection"] == "sparse" else c["proj_dim"]
-            proj_dims[m] = out if c["coreset_ratio"] is not None and out < dims[m] else 0
-        chunk_images = self._chunk_images(dims, cells, num_images, proj_dims)
+        chunk_images = self._chunk_images(dims, cells, num_images)
         self.info["fit_mode"] = ("one-shot greedy coreset" if chunk_images is None else
                                  f"streaming merge-reduce coreset, chunks of {chunk_images} images")
         self._log(self.info["fit_mode"])
-        return {m: BankBuilder(dims[m], num_images * cells[m], c["coreset_ratio"], c["projection"], c["proj_dim"],
-                               c["seed"], chunk_rows=None if chunk_images is None else chunk_images * cells[m],
-                               spill_dir=c["tmp_dir"]) for m in self.modalities}
+        return {m: MemoryBank.builder(dims[m], num_images * cells[m], coreset_ratio=c["coreset_ratio"],
+                                      projection=c["projection"], proj_dim=c["proj_dim"], seed=c["seed"],
+                                      chunk_rows=None if chunk_images is None else chunk_images * cells[m],
+                                      spill_dir=c["tmp_dir"], device=c["device"]) for m in self.modalities}
 
     def _finish_banks(self, builders: dict) -> None:
-        import torch
-
-        self.banks, self.scales, self._searches = {}, {}, {}
+        self.memory_banks, self.scales = {}, {}
         self.info["training_rows"], self.info["bank_rows"], self.info["statistics"] = {}, {}, {}
         for m, builder in builders.items():
             rows = builder.rows_seen
@@ -366,39 +308,36 @@ class PatchCore(Detector):
                 msg = (f"no training sample has {'3D foreground' if m == 'xyz' else 'RGB'} features for the "
                        f"{m} bank (all point clouds empty?)")
                 raise ValueError(msg)
-            mean, std = builder.statistics()
+            bank = builder.finish()
+            mean, std = bank.statistics["mean"], bank.statistics["std"]
             self.info["training_rows"][m] = rows
             self.info["statistics"][m] = {"mean": mean, "std": std}
-            bank = builder.finish()
             if builder.chunk_rows is not None:
                 self.info.setdefault("chunks", {})[m] = builder.chunks
-            self.info["bank_rows"][m] = int(bank.shape[0])
-            self.banks[m] = torch.from_numpy(bank).to(self.config["device"])
+            self.info["bank_rows"][m] = len(bank)
+            self.memory_banks[m] = bank
             self.scales[m] = 1.0 / std if self._standardize() else 1.0
 
     # --- scoring ----------------------------------------------------------------------------
-    def _search(self, m: str):
-        from ._bank_search import BankSearch
-
-        if m not in self._searches:
-            self._searches[m] = BankSearch(self.banks[m])
-        return self._searches[m]
-
     def _modality_scores(self, feats, i: int) -> dict:
         """Per modality: (image score, patch grid (G, G), map (224, 224)) tensors, scaled."""
         import torch
-        import torch.nn.functional as F
 
-        from ._maps import gaussian_blur
+        from ._patch_score import image_score
+        from .postprocess import gaussian_blur, upsample_bilinear
 
         c = self.config
         out = {}
         for m in self.modalities:
             rows, fg = self._rows(feats, m, i)
             grid_side = getattr(feats, m).shape[-1]
-            dist, index = self._search(m)(rows) if rows.shape[0] else (rows.new_zeros(0), rows.new_zeros(0, dtype=torch.int64))
+            bank = self.memory_banks[m]
+            if rows.shape[0]:
+                dist, index = (column[:, 0] for column in bank.query(rows, 1))
+            else:
+                dist, index = rows.new_zeros(0), rows.new_zeros(0, dtype=torch.int64)
             scale = self.scales[m]
-            score = image_score(rows, dist, index, self.banks[m], reweight=c["reweight"],
+            score = image_score(rows, dist, index, bank.features, reweight=c["reweight"],
                                 num_neighbors=c["num_neighbors"], eps=c["reweight_eps"], scale=scale)
             patch = torch.zeros(grid_side * grid_side, dtype=torch.float32, device=rows.device)
             if fg is None:
@@ -406,8 +345,8 @@ class PatchCore(Detector):
             else:
                 patch[fg] = dist * scale
             patch = patch.reshape(grid_side, grid_side)
-            full = F.interpolate(patch[None, None], size=(MAP_SIZE, MAP_SIZE), mode="bilinear", align_corners=False)
-            full = gaussian_blur(full, c["sigma"])[0, 0] if c["sigma"] > 0 else full[0, 0]
+            full = upsample_bilinear(patch, self.map_size)
+            full = gaussian_blur(full, c["sigma"]) if c["sigma"] > 0 else full
             out[m] = (score, patch, full)
         return out
 
@@ -428,9 +367,9 @@ class PatchCore(Detector):
         if c["fusion"] == "sum":
             score, fused = scores[0] + scores[1], maps[0] + maps[1]
         else:
-            from ._late_fusion import ocsvm_score
-
             import torch
+
+            from ._late_fusion import ocsvm_score
 
             score = float(ocsvm_score(np.asarray(scores), self.fusion_params["image_coef"]))
             fused = ocsvm_score(torch.stack(maps, dim=-1).double(), self.fusion_params["pixel_coef"])
@@ -454,7 +393,7 @@ class PatchCore(Detector):
 
         c = self.config
         rng = np.random.default_rng(c["seed"])
-        per_image = min(MAP_SIZE * MAP_SIZE, max(1, c["ocsvm_max_pixels"] // len(samples)))
+        per_image = min(self.map_size**2, max(1, c["ocsvm_max_pixels"] // len(samples)))
         images, pixels = [], []
         with torch.no_grad():
             for batch in self._batches(samples, "scoring training images for fusion"):
@@ -470,33 +409,21 @@ class PatchCore(Detector):
         self.fusion_params = {"image_coef": image_coef, "image_offset": image_offset,
                               "pixel_coef": pixel_coef, "pixel_offset": pixel_offset}
         self.info["fusion_data"] = {"images": len(images), "pixels": int(sum(p.shape[0] for p in pixels)),
-                                    "pixels_per_image": int(min(per_image, MAP_SIZE * MAP_SIZE))}
-
-    # --- predict ----------------------------------------------------------------------------
-    def _predict(self, sample) -> AnomalyResult:
-        import torch
-
-        with torch.no_grad():
-            return self._result(self._features([sample]), 0)
-
-    def predict_batch(self, samples, batch_size: int | None = None) -> list[AnomalyResult]:
-        """Scores samples with the backbones run in batches (default: the ``batch_size`` option)."""
-        import torch
-
-        self._require_fitted()
-        samples = [as_sample(s) for s in samples]
-        batch_size = batch_size or self.config["batch_size"]
-        out = []
-        with torch.no_grad():
-            for first in range(0, len(samples), batch_size):
-                batch = samples[first : first + batch_size]
-                feats = self._features(batch)
-                out.extend(self._result(feats, i) for i in range(len(batch)))
-        return out
+                                    "pixels_per_image": int(min(per_image, self.map_size**2))}
 
     # --- persistence ------------------------------------------------------------------------
+    def _state_spec(self) -> dict[str, tuple]:
+        features = self.info["features"]
+        dims = {"rgb": int(features["rgb_channels"]), "xyz": int(features["xyz_channels"])}
+        spec = {f"bank.{m}": (None, dims[m]) for m in self.modalities}
+        spec.update({f"scale.{m}": (1,) for m in self.modalities})
+        if self.config["fusion"] == "ocsvm":
+            spec.update({"fusion.image_coef": (2,), "fusion.image_offset": (1,), "fusion.pixel_coef": (2,),
+                         "fusion.pixel_offset": (1,)})
+        return spec
+
     def _state(self) -> dict[str, np.ndarray]:
-        state = {f"bank.{m}": bank.cpu().numpy() for m, bank in self.banks.items()}
+        state = {f"bank.{m}": bank.to_numpy() for m, bank in self.memory_banks.items()}
         state.update({f"scale.{m}": np.array([s], dtype=np.float64) for m, s in self.scales.items()})
         state.update({f"fusion.{k}": v for k, v in self.fusion_params.items()})
         return state
@@ -504,11 +431,10 @@ class PatchCore(Detector):
     def _restore(self, state: dict[str, np.ndarray]) -> None:
         import torch
 
-        self.banks = {m: torch.from_numpy(np.ascontiguousarray(state[f"bank.{m}"], dtype=np.float32))
-                      .to(self.config["device"]) for m in self.modalities}
+        self.memory_banks = {m: MemoryBank(torch.from_numpy(np.ascontiguousarray(state[f"bank.{m}"], dtype=np.float32))
+                                           .to(self.config["device"])) for m in self.modalities}
         self.scales = {m: float(state[f"scale.{m}"][0]) for m in self.modalities}
         if self.config["fusion"] == "ocsvm":
             self.fusion_params = {k: state[f"fusion.{k}"] for k in
                                   ("image_coef", "image_offset", "pixel_coef", "pixel_offset")}
-        self._searches = {}
         self._extractor = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .. import _arrays
-from .._backend import C, require_cuda
+from ._dispatch import run_kernel
 
 
 class KnnResult(NamedTuple):
@@ -66,17 +66,14 @@ def knn_prevalidated(q, b, k: int, kind: _arrays.ArrayKind) -> KnnResult:
     """knn() without validation, for callers (MemoryBank) that validated the bank once."""
     dist = _arrays.empty(kind, (q.shape[0], k), "float32")
     idx = _arrays.empty(kind, (q.shape[0], k), "int64")
-    if kind.cuda:
-        require_cuda("knn")
-        status = _arrays.zeros(kind, (1,), "int32")
-        C.knn_cuda(q, b, k, dist, idx, status, _arrays.stream_of(kind))
-        if int(status.item()) != 0:
-            msg = (
-                "knn (CUDA): more than 32 bank rows lie within float32 rounding of a query's k-th "
-                "distance, so the GPU candidate margin cannot guarantee an exact result; run this "
-                "query on the CPU"
-            )
-            raise RuntimeError(msg)
-    else:
-        C.knn_cpu(q, b, k, dist, idx)
+    # the CUDA kernel reports in ``status`` when its candidate margin cannot prove exactness
+    status = _arrays.zeros(kind, (1,), "int32") if kind.cuda else None
+    run_kernel("knn", kind, q, b, k, dist, idx, cuda_args=(status,))
+    if kind.cuda and int(status.item()) != 0:
+        msg = (
+            "knn (CUDA): bank rows beyond the GPU's candidate margin (k + 32) may round to a query's "
+            "k-th distance (many near-ties, or float32-subnormal or infinite distances), so the "
+            "result cannot be guaranteed exact; run this query on the CPU"
+        )
+        raise RuntimeError(msg)
     return KnnResult(dist, idx)

@@ -1,6 +1,7 @@
-"""Training patch features -> a memory bank (greedy coreset), without stacking every raw patch.
+"""Training rows -> a memory bank (greedy coreset), without stacking every raw row.
 
-Two modes, both fed one image at a time (:meth:`BankBuilder.add`):
+The machinery behind :meth:`xmodal.MemoryBank.builder`. Two modes, both fed a few rows at a time
+(:meth:`BankBuilder.add`, e.g. one image's patches):
 
 - **one-shot** (``chunk_rows=None``): the exact selection of ``xmodal.coreset(all_rows, ...)``.
   Only the *projected* rows (the JL dimension, ~300, instead of D = 1536) stay in RAM; the raw
@@ -10,26 +11,31 @@ Two modes, both fed one image at a time (:meth:`BankBuilder.add`):
   is reduced to its own greedy coreset, whose rows are kept (raw and projected) and the chunk
   is reused. The kept rows of all chunks form the bank; when their number exceeds the target
   (``oversample > 1``, or rounding), a final greedy coreset of their union trims it. Memory is
-  the kept rows plus one chunk, whatever the number of training images. The selection differs
-  from the one-shot greedy: each chunk is covered on its own, so patterns common to several
-  chunks are represented once per chunk (a larger covering radius for the same bank size).
-  With one chunk holding every row the result equals the one-shot selection.
+  the kept rows plus one chunk, whatever the number of rows. The selection differs from the
+  one-shot greedy: each chunk is covered on its own, so patterns common to several chunks are
+  represented once per chunk (a larger covering radius for the same bank size). With one
+  chunk holding every row the result equals the one-shot selection.
 
 The projection matrix and the first start index are drawn exactly as :func:`xmodal.coreset`
-draws them (``default_rng(seed)``: start, then the matrix), for ``max_rows`` rows: when every
-image contributes its full grid (RGB banks), the one-shot bank is ``rows[xmodal.coreset(rows,
-ratio, projection=..., seed=...)]`` of the stacked rows (rows given as torch tensors are
-projected with torch's GEMM, as ``xmodal.coreset`` does for torch input).
+draws them (``default_rng(seed)``: start, then the matrix), for ``max_rows`` rows: when
+``max_rows`` rows are added, the one-shot bank is ``rows[xmodal.coreset(rows, ratio,
+projection=..., seed=...)]`` of the stacked rows (rows given as torch tensors are projected
+with torch's GEMM, as ``xmodal.coreset`` does for torch input). With a CUDA ``device`` the
+greedy selections run on the device (the projected rows are copied there, one chunk at a time).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 
 import numpy as np
 
-from .._ops.coreset import greedy_coreset, projection_matrix
+from . import _arrays
+from .ops import greedy_coreset, jl_dimension, projection_matrix
+
+_GREEDY_BYTES_PER_ROW = 32  # the coreset kernel: running minimum, owner (16 B) + per-cluster state
 
 
 class _RowFile:
@@ -85,38 +91,50 @@ class _RowFile:
 
 
 class BankBuilder:
-    """Collects one modality's training rows and selects its memory bank.
+    """Collects a bank's training rows and selects its memory bank (see the module docstring).
 
     Args:
         dim: feature dimension D.
-        max_rows: upper bound of the rows that will be added (images x grid cells).
+        max_rows: upper bound of the rows that will be added.
         ratio: coreset fraction in (0, 1], or None to keep every row.
         projection, proj_dim, seed: as in :func:`xmodal.coreset`.
         chunk_rows: None (one-shot) or the streaming chunk size in rows.
         oversample: streaming only: each chunk keeps ``oversample * ratio`` of its rows.
         spill_dir: folder of the one-shot mode's temporary file (default: the system's).
+        device: where the greedy selections run: None or a CPU device (the CPU kernel), or a
+            CUDA device (the CUDA kernel).
     """
 
     def __init__(self, dim: int, max_rows: int, ratio, projection="sparse", proj_dim: int = 128, seed: int = 0,
-                 chunk_rows: int | None = None, oversample: float = 1.0, spill_dir=None):
-        self.dim, self.ratio, self.oversample = int(dim), ratio, float(oversample)
+                 chunk_rows: int | None = None, oversample: float = 1.0, spill_dir=None, device=None):
+        dim = _arrays.positive_int(dim, "dim")
+        max_rows = _arrays.positive_int(max_rows, "max_rows")
+        ratio = _arrays.number(ratio, "coreset_ratio", minimum=0, maximum=1, low_open=True, allow_none=True)
+        _arrays.one_of(projection, "projection", ("sparse", "linear", None))
+        proj_dim = _arrays.positive_int(proj_dim, "proj_dim")
+        seed = _arrays.integer(seed, "seed", minimum=0)
+        chunk_rows = _arrays.integer(chunk_rows, "chunk_rows", minimum=1, allow_none=True)
+        self.oversample = _arrays.number(oversample, "oversample", minimum=1)
+        self.dim, self.ratio = dim, ratio
         self._max_rows = max_rows
+        self._cuda = _cuda_device(device)
         self.rows_seen = 0
         self.sum = 0.0
         self.sum_squares = 0.0
         rng = np.random.default_rng(seed)
         self._rng = rng
-        self._first_start = int(rng.integers(max(max_rows, 1)))
-        self.matrix = projection_matrix(max(max_rows, 1), dim, projection, proj_dim, rng) if ratio is not None else None
+        self._first_start = int(rng.integers(max_rows))
+        self.matrix = projection_matrix(max_rows, dim, projection, proj_dim, rng) if ratio is not None else None
         self.proj_dim = dim if self.matrix is None else self.matrix.shape[0]
         self._matrix_t = None
-        self.chunk_rows = None if chunk_rows is None else max(1, int(chunk_rows))
+        self.chunk_rows = chunk_rows
+        self.chunks = 0
         # Without a projection (ratio None, or features narrower than the JL dimension) the
         # selection runs on the raw rows themselves: no second copy, no file.
         self.projected = self.matrix is not None
         if self.chunk_rows is None:
             self._file = _RowFile(dim, spill_dir) if self.projected or ratio is None else None
-            self._proj = np.empty((max(max_rows, 1), self.proj_dim), dtype=np.float32) if ratio is not None else None
+            self._proj = np.empty((max_rows, self.proj_dim), dtype=np.float32) if ratio is not None else None
         else:
             self._raw = np.empty((self.chunk_rows, dim), dtype=np.float32)
             self._chunk_proj = np.empty((self.chunk_rows, self.proj_dim), dtype=np.float32) if self.projected else self._raw
@@ -124,14 +142,25 @@ class BankBuilder:
             # Kept rows are written in place: a bound on their number is reserved (untouched
             # pages cost nothing), so finishing never concatenates a second copy.
             if ratio is None:
-                capacity = max(max_rows, 1)
+                capacity = max_rows
             else:
-                chunks = -(-max(max_rows, 1) // self.chunk_rows)
-                capacity = max(1, int(self.oversample * ratio * max(max_rows, 1))) + chunks
+                chunks = -(-max_rows // self.chunk_rows)
+                capacity = max(1, int(self.oversample * ratio * max_rows)) + chunks
             self._kept_raw = np.empty((capacity, dim), dtype=np.float32)
             self._kept_proj = np.empty((capacity, self.proj_dim), dtype=np.float32) if self.projected else self._kept_raw
+            self._kept_rows = np.empty(capacity, dtype=np.int64)  # positions among the added rows
             self._kept = 0
-            self.chunks = 0
+
+    @staticmethod
+    def memory_model(dim: int, max_rows: int, ratio, projection="sparse", proj_dim: int = 128) -> tuple[int, int]:
+        """Bytes of a streaming build: (kept rows at the end, each row of a chunk).
+
+        A build under a budget of B bytes fits ``(B - kept) // per_row`` rows per chunk."""
+        out = jl_dimension(max(max_rows, 2)) if projection == "sparse" else proj_dim
+        projected = out if ratio is not None and projection is not None and out < dim else 0
+        kept_rows = max_rows if ratio is None else math.ceil(ratio * max_rows)
+        row_bytes = (dim + projected) * 4
+        return kept_rows * row_bytes, row_bytes + _GREEDY_BYTES_PER_ROW
 
     def _project(self, rows: np.ndarray, torch_rows=None) -> np.ndarray:
         if self.matrix is None:
@@ -147,25 +176,39 @@ class BankBuilder:
             return (torch_rows @ self._matrix_t.T).numpy()
         return rows @ self.matrix.T
 
+    def _select(self, rows: np.ndarray, count: int, start: int) -> np.ndarray:
+        """Greedy coreset of ``rows`` (numpy), on the builder's device."""
+        if self._cuda is None:
+            return np.asarray(greedy_coreset(rows, count, start))
+        import torch
+
+        return greedy_coreset(torch.from_numpy(rows).to(self._cuda), count, start).cpu().numpy()
+
     def add(self, rows) -> None:
-        """Adds (r, D) float32 rows (one image's patches): numpy array or CPU torch tensor."""
+        """Adds (r, D) floating rows (e.g. one image's patches): numpy array or CPU torch tensor."""
         torch_rows = None
-        if hasattr(rows, "numpy") and not isinstance(rows, np.ndarray):
-            torch_rows = rows.contiguous().float()
+        if _arrays.is_torch(rows):
+            torch_rows = rows.detach().contiguous().float()
             rows = torch_rows.numpy()
-        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        rows, _ = _arrays.as_float32(rows, "rows", ndim=2, shape_doc="(r, D)")
+        if rows.shape[1] != self.dim:
+            msg = f"rows must have D={self.dim} columns; got shape {tuple(rows.shape)}"
+            raise ValueError(msg)
         if rows.shape[0] == 0:
             return
+        if self.rows_seen + rows.shape[0] > self._max_rows:
+            msg = f"more rows than announced: {self.rows_seen + rows.shape[0]} > max_rows={self._max_rows}"
+            raise ValueError(msg)
         wide = rows.astype(np.float64)
-        self.sum += float(wide.sum())
-        self.sum_squares += float(np.square(wide).sum())
+        total, squares = float(wide.sum()), float(np.square(wide).sum())
         del wide
+        if not np.isfinite(squares):  # float32 squares cannot overflow float64: a NaN or inf
+            _arrays.check_finite(rows, "rows")
+        self.sum += total
+        self.sum_squares += squares
         if self.chunk_rows is None:
             if self._proj is not None:
                 end = self.rows_seen + rows.shape[0]
-                if end > self._proj.shape[0]:
-                    msg = f"more rows than announced: {end} > max_rows={self._proj.shape[0]}"
-                    raise ValueError(msg)
                 self._proj[self.rows_seen : end] = self._project(rows, torch_rows)
             if self._file is not None:
                 self._file.write(rows)
@@ -200,14 +243,12 @@ class BankBuilder:
             # cumulative rounding: after every chunk, int(oversample * ratio * rows seen) are kept
             target = max(1, int(self.oversample * self.ratio * self.rows_seen))
             count = int(min(max(target - self._kept, 1), rows))
-            chosen = greedy_coreset(self._chunk_proj[:rows], count, self._start(rows))
+            chosen = self._select(self._chunk_proj[:rows], count, self._start(rows))
         end = self._kept + len(chosen)
-        if end > self._kept_raw.shape[0]:
-            msg = f"more rows than announced: max_rows={self._max_rows}"
-            raise ValueError(msg)
         self._kept_raw[self._kept : end] = self._raw[chosen]
         if self.projected:
             self._kept_proj[self._kept : end] = self._chunk_proj[chosen]
+        self._kept_rows[self._kept : end] = self.rows_seen - rows + chosen
         self._kept = end
         self.chunks += 1
         self._fill = 0
@@ -221,11 +262,13 @@ class BankBuilder:
         var = max(self.sum_squares - count * mean * mean, 0.0) / (count - 1)
         return mean, float(np.sqrt(var)) if var > 0 else 1.0
 
-    def finish(self) -> np.ndarray:
-        """The (n, D) float32 bank, rows in selection order; frees the builder's buffers."""
+    def select(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bank (n, D) float32, positions (n,) int64 of its rows among the added rows); frees the
+        builder's buffers. One-shot banks list rows in selection order, streaming banks in the
+        order they were added."""
         if self.rows_seen == 0:
             self.close()
-            msg = "no training rows were added"
+            msg = "no rows were added to the memory bank"
             raise ValueError(msg)
         try:
             if self.chunk_rows is None:
@@ -234,32 +277,34 @@ class BankBuilder:
         finally:
             self.close()
 
-    def _finish_one_shot(self) -> np.ndarray:
+    def _finish_one_shot(self) -> tuple[np.ndarray, np.ndarray]:
         total = self.rows_seen
         if self.ratio is None:
-            return self._file.read(np.arange(total))
+            idx = np.arange(total)
+            return self._file.read(idx), idx
         count = max(1, int(total * self.ratio))
-        idx = np.asarray(greedy_coreset(self._proj[:total], count, self._first_start % total))
+        idx = self._select(self._proj[:total], count, self._first_start % total)
         if self._file is None:
             bank = self._proj[idx]
             self._proj = None
-            return bank
+            return bank, idx
         self._proj = None
-        return self._file.read(idx)
+        return self._file.read(idx), idx
 
-    def _finish_streaming(self) -> np.ndarray:
+    def _finish_streaming(self) -> tuple[np.ndarray, np.ndarray]:
         self._reduce_chunk()
         self._raw = self._chunk_proj = None
-        raw, proj, kept = self._kept_raw, self._kept_proj, self._kept
-        self._kept_raw = self._kept_proj = None
+        raw, proj, positions, kept = self._kept_raw, self._kept_proj, self._kept_rows, self._kept
+        self._kept_raw = self._kept_proj = self._kept_rows = None
         count = kept if self.ratio is None else max(1, int(self.rows_seen * self.ratio))
         if kept > count:
             # final reduce: greedy coreset of the union, compacted in place (ascending indices
             # only ever move rows down), so the bank is a view of the kept rows, not a copy
-            chosen = np.sort(np.asarray(greedy_coreset(proj[:kept], count, 0)))
+            chosen = np.sort(self._select(proj[:kept], count, 0))
             for first in range(0, count, 4096):  # block j reads rows >= j only: safe in place
                 raw[first : first + 4096] = raw[chosen[first : first + 4096]]
-        return raw[:count]
+            positions[:count] = positions[chosen]
+        return raw[:count], positions[:count]
 
     def close(self) -> None:
         if self.chunk_rows is None:
@@ -267,3 +312,13 @@ class BankBuilder:
                 self._file.close()
                 self._file = None
             self._proj = None
+
+
+def _cuda_device(device):
+    """The torch CUDA device the selections run on, or None for the CPU kernel."""
+    if device is None:
+        return None
+    import torch
+
+    device = torch.device(device)
+    return device if device.type == "cuda" else None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .. import _arrays
-from .._backend import C, require_cuda
-from . import _maps
+from .. import _map_sets as _maps
+from ._dispatch import run_kernel
 
 
 def connected_components(masks):
@@ -32,7 +32,7 @@ def connected_components(masks):
     if isinstance(masks, (list, tuple)):
         msg = "masks must be one (N, H, W) or (H, W) array; got a list (stack equal-size masks first)"
         raise TypeError(msg)
-    m = _maps.as_mask(_maps._host_or_cuda(masks, "masks"), "masks")
+    m = _maps.as_mask(_maps.host_or_cuda(masks, "masks"), "masks")
     if m.ndim not in (2, 3):
         msg = f"masks must have 2 or 3 dimensions ((H, W) or (N, H, W)); got shape {tuple(int(s) for s in m.shape)}"
         raise ValueError(msg)
@@ -40,11 +40,7 @@ def connected_components(masks):
     kind = _arrays.kind_of(batch)
     labels = _arrays.empty(kind, tuple(batch.shape), "int32")
     num = _arrays.empty(kind, (batch.shape[0],), "int64")
-    if kind.cuda:
-        require_cuda("connected_components")
-        C.connected_components_cuda(batch, labels, num, _arrays.stream_of(kind))
-    else:
-        C.connected_components_cpu(batch, labels, num)
+    run_kernel("connected_components", kind, batch, labels, num)
     if _arrays.is_torch(masks) and not kind.torch:  # a CPU tensor was viewed as numpy
         import torch
 

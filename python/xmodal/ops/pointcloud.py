@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import _arrays
-from .._backend import C, require_cuda
+from ._dispatch import run_kernel
 from .knn import knn_prevalidated
 
 POINTNET2_MIN_SQUARED_NORM = 1e-3
@@ -55,11 +55,7 @@ def _fps_prevalidated(arr, kind, n: int, start: int, reference: bool):
             )
             raise ValueError(msg)
     idx = _arrays.empty(kind, (n,), "int64")
-    if kind.cuda:
-        require_cuda("farthest_point_sample")
-        C.farthest_point_sample_cuda(arr, n, start, reference, idx, _arrays.stream_of(kind))
-    else:
-        C.farthest_point_sample_cpu(arr, n, start, reference, idx)
+    run_kernel("farthest_point_sample", kind, arr, n, start, reference, idx)
     return idx
 
 
@@ -179,11 +175,7 @@ def three_nn_interpolate(points, centers, center_features):
     _arrays.check_finite(p, "points")
     _arrays.check_finite(f, "center_features")
     out = _arrays.empty(p_kind, (p.shape[0], f.shape[1]), "float32")
-    if p_kind.cuda:
-        require_cuda("three_nn_interpolate")
-        C.three_nn_interpolate_cuda(p, c, f, out, _arrays.stream_of(p_kind))
-    else:
-        C.three_nn_interpolate_cpu(p, c, f, out)
+    run_kernel("three_nn_interpolate", p_kind, p, c, f, out)
     return out
 
 
@@ -256,11 +248,8 @@ def points_to_grid(features, pixel_index, height: int, width: int, out_size=224,
     shape = (out_h, out_w, channels) if channels_last else (channels, out_h, out_w)
     out = _arrays.empty(kind, shape, "float32")
     if kind.cuda:
-        require_cuda("points_to_grid")
         _check_pixels_on_device(pix, height * width)
-        C.points_to_grid_cuda(f, pix, height, width, out_h, out_w, bool(channels_last), out, _arrays.stream_of(kind))
-    else:
-        C.points_to_grid_cpu(f, pix, height, width, out_h, out_w, bool(channels_last), out)
+    run_kernel("points_to_grid", kind, f, pix, height, width, out_h, out_w, bool(channels_last), out)
     return out
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .. import _arrays
-from .._backend import C, require_cuda
+from ._dispatch import run_kernel
 
 PROJECTIONS = ("sparse", "linear", None)
 
@@ -38,16 +38,24 @@ def greedy_coreset(x, n: int, start: int = 0):
     start = _arrays.positive_int(start, "start", minimum=0, maximum=num_points - 1, what="N-1=")
     _arrays.check_finite(arr, "x")
     idx = _arrays.empty(kind, (n,), "int64")
-    if kind.cuda:
-        require_cuda("greedy_coreset")
-        C.greedy_coreset_cuda(arr, n, start, idx, _arrays.stream_of(kind))
-    else:
-        C.greedy_coreset_cpu(arr, n, start, idx)
+    run_kernel("greedy_coreset", kind, arr, n, start, idx)
     return idx
 
 
 def jl_dimension(num_samples: int, eps: float = 0.9) -> int:
-    """Johnson-Lindenstrauss target dimension, as sklearn.random_projection computes it."""
+    """Johnson-Lindenstrauss target dimension of the "sparse" coreset projection.
+
+    The smallest dimension that preserves pairwise distances of ``num_samples`` points within a
+    factor (1 +- eps), as ``sklearn.random_projection.johnson_lindenstrauss_min_dim`` computes it
+    (anomalib and M3DM use eps = 0.9: 301 dimensions for 200,000 rows).
+
+    Args:
+        num_samples: number of rows to project, >= 2.
+        eps: distortion, in (0, 1).
+
+    Returns:
+        The target dimension (int).
+    """
     denominator = eps**2 / 2 - eps**3 / 3
     return int(4 * math.log(num_samples) / denominator)
 
@@ -61,7 +69,19 @@ def projection_matrix(num_samples: int, dim: int, projection, proj_dim: int, rng
     "linear": PatchCore's untrained ``torch.nn.Linear(dim, proj_dim, bias=False)``, i.e.
     entries uniform in +-1/sqrt(dim). A projection that would not reduce the dimension is
     skipped, as M3DM does when the JL dimension exceeds the feature dimension.
+
+    Args:
+        num_samples: rows the matrix will project (sets the JL dimension of "sparse").
+        dim: input feature dimension D.
+        projection: "sparse", "linear" or None.
+        proj_dim: output dimension of "linear".
+        rng: numpy Generator the entries are drawn from (:func:`coreset` passes
+            ``default_rng(seed)`` after drawing its start index).
+
+    Returns:
+        (out_dim, dim) float32 numpy array, or None.
     """
+    _arrays.one_of(projection, "projection", PROJECTIONS)
     if projection is None:
         return None
     if projection == "sparse":
@@ -73,13 +93,10 @@ def projection_matrix(num_samples: int, dim: int, projection, proj_dim: int, rng
         signs = np.where(rng.random((out_dim, dim)) < 0.5, -1.0, 1.0)
         scale = math.sqrt(1.0 / density) / math.sqrt(out_dim)
         return (mask * signs * scale).astype(np.float32)
-    if projection == "linear":
-        if proj_dim >= dim:
-            return None
-        bound = 1.0 / math.sqrt(dim)
-        return rng.uniform(-bound, bound, size=(proj_dim, dim)).astype(np.float32)
-    msg = f"projection must be 'sparse', 'linear' or None; got {projection!r}"
-    raise ValueError(msg)
+    if proj_dim >= dim:  # "linear"
+        return None
+    bound = 1.0 / math.sqrt(dim)
+    return rng.uniform(-bound, bound, size=(proj_dim, dim)).astype(np.float32)
 
 
 def coreset(features, ratio=None, n=None, projection="sparse", proj_dim: int = 128, start="random", seed: int = 0):
@@ -110,9 +127,7 @@ def coreset(features, ratio=None, n=None, projection="sparse", proj_dim: int = 1
         msg = "give exactly one of ratio and n"
         raise ValueError(msg)
     if ratio is not None:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            msg = f"ratio must be a number in (0, 1]; got {ratio!r}"
-            raise ValueError(msg)
+        ratio = _arrays.number(ratio, "ratio", minimum=0, maximum=1, low_open=True, expected="a number in (0, 1]")
         n = max(1, int(num_points * ratio))
     n = _arrays.positive_int(n, "n", maximum=num_points, what="N=")
     proj_dim = _arrays.positive_int(proj_dim, "proj_dim")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .. import _arrays
 from .._backend import C
-from ._host import run_on_host
+from ._dispatch import run_on_host
 
 
 class PlaneResult(NamedTuple):
@@ -62,17 +61,15 @@ def ransac_plane(points, distance_threshold: float = 0.004, num_points: int = 50
     """
     arr, kind = _arrays.as_float32(points, "points", ndim=2, shape_doc="(N, 3)")
     _check_points3(arr)
-    threshold = _positive_float(distance_threshold, "distance_threshold")
+    threshold = _positive_number(distance_threshold, "distance_threshold")
     num_points = _arrays.positive_int(num_points, "num_points", minimum=3)
     if arr.shape[0] < num_points:
         msg = f"num_points must be in [3, N={arr.shape[0]}]; got {num_points} (points holds only {arr.shape[0]} points)"
         raise ValueError(msg)
     iterations = _arrays.positive_int(iterations, "iterations")
-    seed = _seed64(seed)
-    probability = _positive_float(probability, "probability")
-    if probability > 1:
-        msg = f"probability must be in (0, 1]; got {probability}"
-        raise ValueError(msg)
+    seed = _arrays.integer(seed, "seed") % (1 << 64)
+    probability = _arrays.number(probability, "probability", minimum=0, maximum=1, low_open=True,
+                                 expected="in (0, 1]")
     _arrays.check_finite(arr, "points")
 
     def compute(host):
@@ -91,19 +88,6 @@ def _check_points3(arr) -> None:
         raise ValueError(msg)
 
 
-def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        msg = f"{name} must be a number; got {type(value).__name__} {value!r}"
-        raise TypeError(msg)
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        msg = f"{name} must be a positive finite number; got {value}"
-        raise ValueError(msg)
-    return value
-
-
-def _seed64(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        msg = f"seed must be an int; got {type(seed).__name__} {seed!r}"
-        raise TypeError(msg)
-    return int(seed) % (1 << 64)
+def _positive_number(value, name: str) -> float:
+    """A distance or radius: a finite number > 0 (TypeError for other kinds)."""
+    return _arrays.number(value, name, minimum=0, low_open=True, expected="a positive finite number")

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import _arrays
-from .._backend import C, require_cuda
+from ._dispatch import run_kernel
 
 ACTIVATIONS = {"identity": 0, None: 0, "relu": 1, "gelu": 2, "leaky_relu": 3, "sigmoid": 4}
 
@@ -20,10 +20,7 @@ class CrossmodalDiscrepancy(NamedTuple):
 
 
 def _activation_code(activation, name: str = "activation") -> int:
-    if activation not in ACTIVATIONS:
-        msg = f"{name} must be 'gelu', 'relu', 'leaky_relu', 'sigmoid', 'identity' or None; got {activation!r}"
-        raise ValueError(msg)
-    return ACTIVATIONS[activation]
+    return ACTIVATIONS[_arrays.one_of(activation, name, tuple(ACTIVATIONS))]
 
 
 def _module_activation(child, name: str):
@@ -115,7 +112,7 @@ def _prepare_layers(mlp, name: str, kind: _arrays.ArrayKind, activation, negativ
         msg = f"{name} must have at least one Linear layer"
         raise ValueError(msg)
     out_w, out_b = [], []
-    for i, (w, b) in enumerate(zip(weights, biases)):
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         w_arr, w_kind = _arrays.as_float32(w, f"{name} weight {i}", ndim=2, shape_doc="(out, in)")
         _arrays.check_same_kind(w_kind, kind, f"{name} weight {i}", "the features")
         b_arr = None
@@ -166,11 +163,7 @@ def mlp(x, weights, biases=None, activation: str | None = "gelu", negative_slope
         raise ValueError(msg)
     _arrays.check_finite(arr, "x")
     y = _arrays.empty(kind, (arr.shape[0], w[-1].shape[0]), "float32")
-    if kind.cuda:
-        require_cuda("mlp")
-        C.mlp_cuda(arr, w, b, codes, slopes, y, _arrays.stream_of(kind))
-    else:
-        C.mlp_cpu(arr, w, b, codes, slopes, y)
+    run_kernel("mlp", kind, arr, w, b, codes, slopes, y)
     return y
 
 
@@ -231,13 +224,7 @@ def crossmodal_discrepancy(f2d, f3d, mlp_2d3d, mlp_3d2d, mask=None, activation: 
     _arrays.check_finite(a3, "f3d")
     d_2d = _arrays.empty(kind, (a2.shape[0],), "float32")
     d_3d = _arrays.empty(kind, (a2.shape[0],), "float32")
-    if kind.cuda:
-        require_cuda("crossmodal_discrepancy")
-        C.crossmodal_discrepancy_cuda(
-            a2, a3, m, w23, b23, a23, s23, w32, b32, a32, s32, d_2d, d_3d, _arrays.stream_of(kind)
-        )
-    else:
-        C.crossmodal_discrepancy_cpu(a2, a3, m, w23, b23, a23, s23, w32, b32, a32, s32, d_2d, d_3d)
+    run_kernel("crossmodal_discrepancy", kind, a2, a3, m, w23, b23, a23, s23, w32, b32, a32, s32, d_2d, d_3d)
     return CrossmodalDiscrepancy(d_2d, d_3d)
 
 

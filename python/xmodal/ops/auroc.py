@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _arrays
-from .._backend import C, require_cuda
-from . import _maps
+from .. import _map_sets as _maps
+from ._dispatch import run_kernel
 
 
 def _binary_labels(labels: list, name: str, many: bool) -> list:
@@ -68,18 +68,26 @@ def auroc(scores, labels) -> float:
         ValueError: shape mismatch, labels other than 0/1, NaN/inf in scores, only one class.
     """
     many = _maps.is_array_list(labels)
-    label_list = _binary_labels([_maps._host_or_cuda(y, "labels") for y in _maps.as_list(labels, "labels")],
+    label_list = _binary_labels([_maps.host_or_cuda(y, "labels") for y in _maps.as_list(labels, "labels")],
                                 "labels", many)
     return auroc_nonzero(scores, label_list if many else label_list[0])
 
 
 def auroc_nonzero(scores, labels) -> float:
-    """:func:`auroc` with labels taken as "nonzero = positive" (masks), without the 0/1 check."""
+    """:func:`auroc` of pixel scores against masks: any nonzero label is positive.
+
+    The pixel-level AUROC of a test set (P-AUROC) takes ground-truth masks as labels; they may
+    hold 255 or class ids, so instead of :func:`auroc`'s 0/1 check every nonzero value counts
+    as anomalous (bool, uint8 and int8 masks are used without a copy).
+
+    Args:
+        scores: as in :func:`auroc`.
+        labels: the same structure and shapes; nonzero = positive.
+
+    Returns:
+        AUROC as a Python float, identical to ``roc_auc_score(labels != 0, scores)``.
+    """
     arrays = _maps.collect(scores, labels, "scores", "labels", None, "")
     scores_flat = [s.reshape(-1) for s in arrays.scores]
     labels_flat = [y.reshape(-1) for y in arrays.masks]
-    if arrays.cuda is not None:
-        require_cuda("auroc")
-        stream = _arrays.stream_of(_arrays.ArrayKind(True, arrays.cuda))
-        return float(C.auroc_cuda(scores_flat, labels_flat, stream))
-    return float(C.auroc_cpu(scores_flat, labels_flat))
+    return float(run_kernel("auroc", arrays.kind, scores_flat, labels_flat))

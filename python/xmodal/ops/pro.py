@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _arrays
-from .._backend import C, require_cuda
-from . import _maps
+from .. import _map_sets as _maps
+from .._backend import C
+from ._dispatch import run_kernel
 
 _SHAPE_DOC = "((N, H, W) maps, or one (H, W) map per list item)"
 
@@ -55,11 +56,7 @@ def pro_curve(maps, masks, num_thresholds=None):
     arrays = _collect(maps, masks)
     t = _maps.num_thresholds_arg(num_thresholds)
     score_batches, mask_batches = _maps.as_batches(arrays.scores), _maps.as_batches(arrays.masks)
-    if arrays.cuda is not None:
-        require_cuda("pro_curve")
-        stream = _arrays.stream_of(_arrays.ArrayKind(True, arrays.cuda))
-        return C.pro_curve_cuda(score_batches, mask_batches, t, stream)
-    return C.pro_curve_cpu(score_batches, mask_batches, t)
+    return run_kernel("pro_curve", arrays.kind, score_batches, mask_batches, t)
 
 
 def aupro(maps, masks, limits=(0.3, 0.1, 0.05, 0.01), num_thresholds=None):
@@ -87,12 +84,7 @@ def aupro(maps, masks, limits=(0.3, 0.1, 0.05, 0.01), num_thresholds=None):
     values = _maps.limits_arg(limits)
     out = np.empty(values.shape, dtype=np.float64)
     score_batches, mask_batches = _maps.as_batches(arrays.scores), _maps.as_batches(arrays.masks)
-    if arrays.cuda is not None:
-        require_cuda("aupro")
-        stream = _arrays.stream_of(_arrays.ArrayKind(True, arrays.cuda))
-        C.aupro_cuda(score_batches, mask_batches, t, values, out, stream)
-    else:
-        C.aupro_cpu(score_batches, mask_batches, t, values, out)
+    run_kernel("aupro", arrays.kind, score_batches, mask_batches, t, values, out)
     keys = list(limits) if isinstance(limits, (list, tuple, np.ndarray)) else [limits]
     return {key if not isinstance(key, np.generic) else key.item(): float(v) for key, v in zip(keys, out)}
 

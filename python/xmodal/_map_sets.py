@@ -1,4 +1,5 @@
-"""Input handling shared by the evaluation ops: sets of score maps with masks or labels.
+"""Validation of sets of anomaly maps (or scores) with their masks (or labels), shared by the
+evaluation ops (xmodal.ops: AUROC, PRO/AUPRO, connected components) and xmodal.metrics.
 
 A set is one array ((N, H, W) maps, or any shape for AUROC scores) or a list of arrays of
 different sizes (MVTec 3D-AD classes differ in resolution). numpy arrays and torch CPU
@@ -13,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import _arrays
+from . import _arrays
 
 
 class ArraySet(NamedTuple):
@@ -23,6 +24,11 @@ class ArraySet(NamedTuple):
     masks: list  # C-contiguous uint8 arrays of the same shapes
     cuda: Any  # None for host memory, else the torch.device of every array
     num_images: int
+
+    @property
+    def kind(self) -> _arrays.ArrayKind:
+        """Where the kernels run: host memory, or the CUDA device of every array."""
+        return _arrays.ArrayKind(False) if self.cuda is None else _arrays.ArrayKind(True, self.cuda)
 
 
 def _torch():
@@ -49,7 +55,7 @@ def as_list(x: Any, name: str) -> list:
     return [x]
 
 
-def _host_or_cuda(x: Any, name: str):
+def host_or_cuda(x: Any, name: str):
     """numpy for host data (torch CPU tensors are viewed), torch for CUDA tensors."""
     if _arrays.is_torch(x):
         x = x.detach()
@@ -131,8 +137,8 @@ def collect(scores, masks, score_name: str, mask_name: str, ndims: tuple[int, ..
     for i, (s, m) in enumerate(zip(score_list, mask_list)):
         s_name = f"{score_name}[{i}]" if many else score_name
         m_name = f"{mask_name}[{i}]" if is_array_list(masks) else mask_name
-        s = _host_or_cuda(s, s_name)
-        m = as_mask(_host_or_cuda(m, m_name), m_name)
+        s = host_or_cuda(s, s_name)
+        m = as_mask(host_or_cuda(m, m_name), m_name)
         if ndims is not None and s.ndim not in ndims:
             allowed = " or ".join(str(d) for d in ndims)
             msg = f"{s_name} must have {allowed} dimensions {shape_doc}; got shape {_shape(s)}"

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _arrays
-from .._backend import C, require_cuda
+from .._backend import C
+from ._dispatch import run_kernel
 
 # Positions per float64 working chunk: its (chunk, d, d) temporaries stay near this size.
 _CHUNK_BYTES = 32 << 20
@@ -93,19 +94,14 @@ def mahalanobis(x, mean, factors):
     _arrays.check_finite(xs, "x")
     _arrays.check_finite(mu, "mean")
     dist = _arrays.empty(kind, (batch, positions), "float32")
-    if kind.cuda:
-        require_cuda("mahalanobis")
-        status = _arrays.zeros(kind, (1,), "int32")
-        C.mahalanobis_cuda(xs, mu, fac, dist, status, _arrays.stream_of(kind))
-        bad = int(status.item())
-        if bad != 0:
-            msg = (
-                f"factors: the Cholesky factor of position {bad - 1} has a diagonal entry that is not a positive "
-                "finite number, or holds NaN/inf values"
-            )
-            raise ValueError(msg)
-    else:
-        C.mahalanobis_cpu(xs, mu, fac, dist)
+    status = _arrays.zeros(kind, (1,), "int32") if kind.cuda else None  # the kernel's report of a bad factor
+    run_kernel("mahalanobis", kind, xs, mu, fac, dist, cuda_args=(status,))
+    if status is not None and int(status.item()) != 0:
+        msg = (
+            f"factors: the Cholesky factor of position {int(status.item()) - 1} has a diagonal entry that is not "
+            "a positive finite number, or holds NaN/inf values"
+        )
+        raise ValueError(msg)
     return dist
 
 

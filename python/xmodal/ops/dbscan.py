@@ -6,8 +6,8 @@ import numpy as np
 
 from .. import _arrays
 from .._backend import C
-from ._host import run_on_host
-from .ransac import _check_points3, _positive_float
+from ._dispatch import run_on_host
+from .ransac import _check_points3, _positive_number
 
 
 def dbscan(points, eps: float, min_points: int):
@@ -46,7 +46,7 @@ def dbscan(points, eps: float, min_points: int):
     """
     arr, kind = _arrays.as_float32(points, "points", ndim=2, shape_doc="(N, 3)")
     _check_points3(arr)
-    eps = _positive_float(eps, "eps")
+    eps = _positive_number(eps, "eps")
     min_points = _arrays.positive_int(min_points, "min_points")
     _arrays.check_finite(arr, "points")
 

@@ -1,1 +1,0 @@
-"""Implementations behind :mod:`xmodal.ops`, one module per op family (public names live in ops)."""

@@ -15,5 +15,6 @@ void bind_ccl(nanobind::module_& m);
 void bind_pro(nanobind::module_& m);
 void bind_auroc(nanobind::module_& m);
 void bind_fpfh(nanobind::module_& m);
+void bind_mahalanobis(nanobind::module_& m);
 
 }  // namespace xmodal::bindings

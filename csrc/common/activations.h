@@ -10,7 +10,7 @@
 
 namespace xmodal {
 
-enum class Activation : int { identity = 0, relu = 1, gelu = 2 };
+enum class Activation : int { identity = 0, relu = 1, gelu = 2, leaky_relu = 3, sigmoid = 4 };
 
 XMODAL_HD float bits_to_float(uint32_t bits) {
 #if defined(__CUDA_ARCH__)
@@ -57,12 +57,28 @@ XMODAL_HD float erf_approx(float x) {
 // GELU in its exact (erf) form, as torch.nn.GELU() with no arguments; not the tanh form.
 XMODAL_HD float gelu(float x) { return 0.5f * x * (1.0f + erf_approx(x * 0.70710678118654752f)); }
 
-XMODAL_HD float activate(float x, Activation act) {
+// As torch.nn.LeakyReLU(negative_slope).
+XMODAL_HD float leaky_relu(float x, float negative_slope) { return x > 0.0f ? x : negative_slope * x; }
+
+// 1 / (1 + e^-x) without overflow: with e = e^-|x| in (0, 1], it is 1 / (1 + e) for x >= 0 and
+// e / (1 + e) below (relative error ~3e-7; values below e^-87 come out as e^-87 ~ 1.6e-38).
+XMODAL_HD float sigmoid(float x) {
+  const float e = exp_nonpositive(x < 0.0f ? x : -x);
+  const float s = 1.0f / (1.0f + e);
+  return x >= 0.0f ? s : e * s;
+}
+
+// `negative_slope` is read by leaky_relu only.
+XMODAL_HD float activate(float x, Activation act, float negative_slope) {
   switch (act) {
     case Activation::relu:
       return x > 0.0f ? x : 0.0f;
     case Activation::gelu:
       return gelu(x);
+    case Activation::leaky_relu:
+      return leaky_relu(x, negative_slope);
+    case Activation::sigmoid:
+      return sigmoid(x);
     default:
       return x;
   }

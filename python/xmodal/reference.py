@@ -60,16 +60,19 @@ def gelu(x):
     return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
 
 
-def mlp(x, weights, biases, activation="gelu"):
-    """Sequential(Linear, act, ..., Linear) in float64 (weights in torch (out, in) layout)."""
-    act = {"gelu": gelu, "relu": lambda v: np.maximum(v, 0.0), "identity": lambda v: v, None: lambda v: v}[activation]
+def mlp(x, weights, biases, activation="gelu", negative_slope=0.01, output_activation=None):
+    """Sequential(Linear, act, ..., Linear, output_act) in float64 (weights in torch (out, in)
+    layout); leaky_relu uses ``negative_slope``."""
+    from scipy.special import expit  # the logistic sigmoid, without overflow
+
+    acts = {"gelu": gelu, "relu": lambda v: np.maximum(v, 0.0), "identity": lambda v: v, None: lambda v: v,
+            "leaky_relu": lambda v: np.where(v > 0, v, negative_slope * v), "sigmoid": expit}
     h = np.asarray(x, dtype=np.float64)
-    for i, (w, b) in enumerate(zip(weights, biases)):
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         h = h @ np.asarray(w, dtype=np.float64).T
         if b is not None:
             h = h + np.asarray(b, dtype=np.float64)
-        if i + 1 < len(weights):
-            h = act(h)
+        h = acts[activation if i + 1 < len(weights) else output_activation](h)
     return h
 
 
@@ -679,4 +682,56 @@ def fpfh(points, normals, max_nn: int, radius: float = np.inf):
             if part.sum() != 0:
                 out[i, 11 * block : 11 * block + 11] = 100.0 * part / part.sum()
         out[i] += spfh[i]
+    return out
+
+
+# --- per-position Gaussians and Mahalanobis distances (PaDiM) -------------------------------
+
+
+def gaussian_statistics(x, regularization: float = 0.0):
+    """Per-position mean and unbiased covariance (ddof = 1, as anomalib's PaDiM) of (N, P, d)
+    features, plus ``regularization`` * I. Returns (mean (P, d), covariance (P, d, d)) float64."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=0)
+    cov = np.stack([np.cov(x[:, p, :], rowvar=False, ddof=1).reshape(x.shape[2], x.shape[2])
+                    for p in range(x.shape[1])])
+    return mean, cov + regularization * np.eye(x.shape[2])
+
+
+def mahalanobis(x, mean, covariance):
+    """sqrt((x[b,p] - mean[p])^T covariance_p^-1 (x[b,p] - mean[p])) in float64 with a dense
+    solve; ``covariance`` is (P, d, d), or (d, d) for one shared by every position. (B, P)."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64)
+    cov = np.asarray(covariance, dtype=np.float64)
+    out = np.empty(x.shape[:2])
+    for b in range(x.shape[0]):
+        for p in range(x.shape[1]):
+            delta = x[b, p] - mean[p]
+            out[b, p] = np.sqrt(delta @ np.linalg.solve(cov if cov.ndim == 2 else cov[p], delta))
+    return out
+
+
+def unpack_lower(packed, dim: int):
+    """(F, d*(d+1)/2) row-major packed lower triangles -> (F, d, d) float64 lower matrices."""
+    packed = np.asarray(packed, dtype=np.float64)
+    rows, cols = np.tril_indices(dim)
+    lower = np.zeros((packed.shape[0], dim, dim))
+    lower[:, rows, cols] = packed
+    return lower
+
+
+def mahalanobis_from_factors(x, mean, factors):
+    """||L_p^-1 (x[b,p] - mean[p])|| in float64 from packed Cholesky factors (F = P or 1), by
+    scipy's triangular solve: the distance the kernel computes, without its float32 output."""
+    from scipy.linalg import solve_triangular
+
+    x = np.asarray(x, dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64)
+    lower = unpack_lower(factors, x.shape[2])
+    out = np.empty(x.shape[:2])
+    for b in range(x.shape[0]):
+        for p in range(x.shape[1]):
+            y = solve_triangular(lower[p if lower.shape[0] > 1 else 0], x[b, p] - mean[p], lower=True)
+            out[b, p] = np.sqrt(y @ y)
     return out

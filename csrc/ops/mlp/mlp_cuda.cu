@@ -2,14 +2,16 @@
 // epilogue (the toolkit here has no cuBLAS, and cuBLASLt's GELU epilogue is the tanh form
 // anyway), run over bounded row chunks. The crossmodal scorer compacts the foreground rows with
 // CUB, gathers them per chunk, runs both MLPs and reduces each row to its discrepancy with a warp.
-// Row counts stay on the device: no host synchronisation.
+// Row counts stay on the device: no host synchronisation. Every device allocation is a
+// DeviceBuffer, so a failed launch check frees what was allocated.
 #include <cuda_runtime.h>
 
-#include <cub/device/device_select.cuh>
 #include <algorithm>
+#include <cub/device/device_select.cuh>
 #include <vector>
 
 #include "common/check.h"
+#include "common/cuda_buffer.cuh"
 #include "common/cuda_check.cuh"
 #include "ops/mlp/mlp.h"
 
@@ -31,8 +33,8 @@ __device__ __forceinline__ int64_t valid_rows(int64_t chunk_first, int64_t chunk
 
 // out[r, j] = act(bias[j] + sum_k in[r, k] * weight[j, k]) for a 64 x 64 output tile per block.
 __global__ void linear_kernel(const float* in, int64_t chunk_first, int64_t chunk_rows, const int64_t* total_rows,
-                              int64_t in_dim, const float* weight, const float* bias, int64_t out_dim, bool activated,
-                              Activation act, float* out) {
+                              int64_t in_dim, const float* weight, const float* bias, int64_t out_dim, Activation act,
+                              float negative_slope, float* out) {
   __shared__ float in_tile[kTileK][kTileM];
   __shared__ float weight_tile[kTileK][kTileN];
   const int64_t rows = valid_rows(chunk_first, chunk_rows, total_rows);
@@ -71,8 +73,8 @@ __global__ void linear_kernel(const float* in, int64_t chunk_first, int64_t chun
     for (int j = 0; j < kThreadN; ++j) {
       const int64_t c = col0 + tx * kThreadN + j;
       if (c >= out_dim) continue;
-      float v = acc[i][j] + (bias != nullptr ? bias[c] : 0.0f);
-      out[r * out_dim + c] = activated ? activate(v, act) : v;
+      const float v = acc[i][j] + (bias != nullptr ? bias[c] : 0.0f);
+      out[r * out_dim + c] = activate(v, act, negative_slope);
     }
   }
 }
@@ -134,8 +136,8 @@ int64_t widest_output(const std::vector<LinearLayer>& layers) {
 
 // Runs a chunk through all layers; returns the buffer holding the output.
 float* run_chunk(const float* in, int64_t chunk_first, int64_t chunk_rows, const int64_t* total_rows,
-                 const std::vector<LinearLayer>& layers, Activation act, float* buffer_a, float* buffer_b,
-                 float* final_out, cudaStream_t stream) {
+                 const std::vector<LinearLayer>& layers, float* buffer_a, float* buffer_b, float* final_out,
+                 cudaStream_t stream) {
   const float* current = in;
   float* target = nullptr;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -145,7 +147,7 @@ float* run_chunk(const float* in, int64_t chunk_first, int64_t chunk_rows, const
     const dim3 grid(static_cast<unsigned>((layer.out + kTileN - 1) / kTileN),
                     static_cast<unsigned>((chunk_rows + kTileM - 1) / kTileM));
     linear_kernel<<<grid, 256, 0, stream>>>(current, chunk_first, chunk_rows, total_rows, layer.in, layer.weight,
-                                            layer.bias, layer.out, !last, act, target);
+                                            layer.bias, layer.out, layer.activation, layer.negative_slope, target);
     XMODAL_CUDA_LAUNCH_CHECK("linear_kernel");
     current = target;
   }
@@ -154,27 +156,23 @@ float* run_chunk(const float* in, int64_t chunk_first, int64_t chunk_rows, const
 
 }  // namespace
 
-void mlp_forward_cuda(const float* x, int64_t rows, const std::vector<LinearLayer>& layers, Activation act,
-                      float* y, void* stream_handle) {
+void mlp_forward_cuda(const float* x, int64_t rows, const std::vector<LinearLayer>& layers, float* y,
+                      void* stream_handle) {
   check_mlp_chain(layers, -1, -1, "mlp");
   if (rows == 0) return;
   cudaStream_t stream = as_stream(stream_handle);
   const int64_t in = layers.front().in, out = layers.back().out, width = widest_output(layers);
   const int64_t chunk = std::min(kChunkRows, rows);
-  float *buffer_a = nullptr, *buffer_b = nullptr;
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&buffer_a, sizeof(float) * chunk * width, stream));
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&buffer_b, sizeof(float) * chunk * width, stream));
+  DeviceBuffer<float> buffer_a(chunk * width, stream), buffer_b(chunk * width, stream);
   for (int64_t first = 0; first < rows; first += chunk) {
     const int64_t count = std::min(chunk, rows - first);
-    run_chunk(x + first * in, 0, count, nullptr, layers, act, buffer_a, buffer_b, y + first * out, stream);
+    run_chunk(x + first * in, 0, count, nullptr, layers, buffer_a.get(), buffer_b.get(), y + first * out, stream);
   }
-  XMODAL_CUDA_CHECK(cudaFreeAsync(buffer_b, stream));
-  XMODAL_CUDA_CHECK(cudaFreeAsync(buffer_a, stream));
 }
 
 void crossmodal_discrepancy_cuda(const float* f2d, const float* f3d, int64_t rows, const uint8_t* mask,
                                  const std::vector<LinearLayer>& mlp_2d3d, const std::vector<LinearLayer>& mlp_3d2d,
-                                 Activation act, float* d_2d, float* d_3d, void* stream_handle) {
+                                 float* d_2d, float* d_3d, void* stream_handle) {
   check_mlp_chain(mlp_2d3d, -1, -1, "mlp_2d3d");
   const int64_t dim_2d = mlp_2d3d.front().in, dim_3d = mlp_2d3d.back().out;
   check_mlp_chain(mlp_3d2d, dim_3d, dim_2d, "mlp_3d2d");
@@ -184,45 +182,41 @@ void crossmodal_discrepancy_cuda(const float* f2d, const float* f3d, int64_t row
   XMODAL_CUDA_CHECK(cudaMemsetAsync(d_3d, 0, sizeof(float) * rows, stream));
 
   // Foreground row ids, compacted on the device; their count stays on the device.
-  int64_t *all_ids = nullptr, *ids = nullptr, *count = nullptr;
-  char* flags = nullptr;
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&all_ids, sizeof(int64_t) * rows, stream));
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&ids, sizeof(int64_t) * rows, stream));
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&count, sizeof(int64_t), stream));
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&flags, rows, stream));
-  mask_to_flags<<<grid_for(rows, 256), 256, 0, stream>>>(mask, rows, all_ids, flags);
+  DeviceBuffer<int64_t> all_ids(rows, stream), ids(rows, stream), count(1, stream);
+  DeviceBuffer<char> flags(rows, stream);
+  mask_to_flags<<<grid_for(rows, 256), 256, 0, stream>>>(mask, rows, all_ids.get(), flags.get());
   XMODAL_CUDA_LAUNCH_CHECK("mask_to_flags");
-  size_t temp_bytes = 0;
-  XMODAL_CUDA_CHECK(cub::DeviceSelect::Flagged(nullptr, temp_bytes, all_ids, flags, ids, count, rows, stream));
-  void* temp = nullptr;
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&temp, temp_bytes, stream));
-  XMODAL_CUDA_CHECK(cub::DeviceSelect::Flagged(temp, temp_bytes, all_ids, flags, ids, count, rows, stream));
+  cub_run(
+      [&](void* temp, size_t& bytes) {
+        return cub::DeviceSelect::Flagged(temp, bytes, all_ids.get(), flags.get(), ids.get(), count.get(), rows,
+                                          stream);
+      },
+      stream, "cub::DeviceSelect::Flagged");
 
   const int64_t chunk = std::min(kChunkRows, rows);
   const int64_t width = std::max(widest_output(mlp_2d3d), widest_output(mlp_3d2d));
-  float *gathered = nullptr, *buffer_a = nullptr, *buffer_b = nullptr;
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&gathered, sizeof(float) * chunk * std::max(dim_2d, dim_3d), stream));
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&buffer_a, sizeof(float) * chunk * width, stream));
-  XMODAL_CUDA_CHECK(cudaMallocAsync(&buffer_b, sizeof(float) * chunk * width, stream));
+  DeviceBuffer<float> gathered(chunk * std::max(dim_2d, dim_3d), stream), buffer_a(chunk * width, stream),
+      buffer_b(chunk * width, stream);
   const unsigned warp_blocks = static_cast<unsigned>((chunk * 32 + 255) / 256);
   // Chunks past the device-side foreground count exit at once.
   for (int64_t first = 0; first < rows; first += chunk) {
     const int64_t span = std::min(chunk, rows - first);
-    gather_rows<<<grid_for(span * dim_2d, 256), 256, 0, stream>>>(f2d, dim_2d, ids, first, span, count, gathered);
+    gather_rows<<<grid_for(span * dim_2d, 256), 256, 0, stream>>>(f2d, dim_2d, ids.get(), first, span, count.get(),
+                                                                  gathered.get());
     XMODAL_CUDA_LAUNCH_CHECK("gather_rows");
-    float* predicted = run_chunk(gathered, first, span, count, mlp_2d3d, act, buffer_a, buffer_b, nullptr, stream);
-    normalized_distance_rows<<<warp_blocks, 256, 0, stream>>>(predicted, f3d, dim_3d, ids, first, span, count, d_3d);
+    float* predicted =
+        run_chunk(gathered.get(), first, span, count.get(), mlp_2d3d, buffer_a.get(), buffer_b.get(), nullptr, stream);
+    normalized_distance_rows<<<warp_blocks, 256, 0, stream>>>(predicted, f3d, dim_3d, ids.get(), first, span,
+                                                              count.get(), d_3d);
     XMODAL_CUDA_LAUNCH_CHECK("normalized_distance_rows");
-    gather_rows<<<grid_for(span * dim_3d, 256), 256, 0, stream>>>(f3d, dim_3d, ids, first, span, count, gathered);
+    gather_rows<<<grid_for(span * dim_3d, 256), 256, 0, stream>>>(f3d, dim_3d, ids.get(), first, span, count.get(),
+                                                                  gathered.get());
     XMODAL_CUDA_LAUNCH_CHECK("gather_rows");
-    predicted = run_chunk(gathered, first, span, count, mlp_3d2d, act, buffer_a, buffer_b, nullptr, stream);
-    normalized_distance_rows<<<warp_blocks, 256, 0, stream>>>(predicted, f2d, dim_2d, ids, first, span, count, d_2d);
+    predicted =
+        run_chunk(gathered.get(), first, span, count.get(), mlp_3d2d, buffer_a.get(), buffer_b.get(), nullptr, stream);
+    normalized_distance_rows<<<warp_blocks, 256, 0, stream>>>(predicted, f2d, dim_2d, ids.get(), first, span,
+                                                              count.get(), d_2d);
     XMODAL_CUDA_LAUNCH_CHECK("normalized_distance_rows");
-  }
-  for (void* p : {static_cast<void*>(buffer_b), static_cast<void*>(buffer_a), static_cast<void*>(gathered), temp,
-                  static_cast<void*>(flags), static_cast<void*>(count), static_cast<void*>(ids),
-                  static_cast<void*>(all_ids)}) {
-    XMODAL_CUDA_CHECK(cudaFreeAsync(p, stream));
   }
 }
 

@@ -57,7 +57,7 @@ from .._arrays import integer, number, one_of
 from ..memory_bank import MemoryBank, MemoryBankBuilder
 from ._backbones import resolve
 from .base import AnomalyResult, Detector, register
-from .options import MODALITIES
+from .options import MODALITIES, POINTMAE_KEYS, reject_unknown
 
 RGB_NETWORKS = {"paper": "wide_resnet50_2", "offline": "efficientnet_lite0"}
 BACKGROUND = ("remove", "keep")
@@ -247,6 +247,7 @@ class BTF(Detector):
                  progress: bool = True, random_weights: bool = False, tmp_dir=None, **legacy):
         from ._patch_score import check_reweight
 
+        reject_unknown({k: v for k, v in legacy.items() if k in POINTMAE_KEYS}, type(self))  # no Point-MAE here
         one_of(modality, "modality", tuple(MODALITIES))
         one_of(background, "background", BACKGROUND)
         one_of(projection, "projection", ("sparse", "linear"))
@@ -263,7 +264,7 @@ class BTF(Detector):
                                      max_memory_default=None, calibration=calibration, progress=progress,
                                      random_weights=random_weights, pointmae=None)
         common["max_memory"] = integer(max_memory, "max_memory", minimum=1, allow_none=True)
-        del common["pointmae"]  # BTF has no Point-MAE
+        del common["pointmae"]
         super().__init__(modality=modality, background=background, **fpfh,
                          grid=integer(grid, "grid", minimum=1, maximum=INPUT_SIZE), coreset_ratio=coreset_ratio,
                          projection=projection, proj_dim=integer(proj_dim, "proj_dim", minimum=1),

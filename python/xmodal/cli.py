@@ -23,6 +23,7 @@ DEMO_SIZES = {  # categories, train, validation (calibration), test per defect, 
     "small": (("puck", "ring"), 12, 12, 3, 200, 50),  # CFM's 50 epochs: 20 left edge false alarms
 }
 REPORT_FORMAT = "xmodal-report/1"
+MODALITY_METHODS = ("patchcore", "btf")  # methods that take modality= (rgb, xyz, rgb+xyz)
 
 
 class UserError(Exception):
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="layout of --data: mvtec3d (default) or eyecandies (after convert-eyecandies)")
     fit.add_argument("--epochs", type=_positive, default=None, help="CFM only: training epochs (default 50)")
     fit.add_argument("--modality", choices=tuple(MODALITIES), default=None,
-                     help="PatchCore only: which banks to build (default rgb+xyz)")
+                     help="PatchCore and BTF: which features to use (default rgb+xyz; BTF's xyz needs no weights)")
     fit.add_argument("--max-train", type=_positive, default=None, help="use the first N training samples only")
     fit.add_argument("--calibration", type=float, default=None,
                      help="share of the training images held out to calibrate the threshold when the dataset has "
@@ -243,8 +244,8 @@ def _method_options(args) -> dict:
             raise UserError("--epochs applies to --method cfm only")
         options["epochs"] = args.epochs
     if args.modality is not None:
-        if args.method != "patchcore":
-            raise UserError("--modality applies to --method patchcore only")
+        if args.method not in MODALITY_METHODS:
+            raise UserError(f"--modality applies to --method {' or '.join(MODALITY_METHODS)} only")
         options["modality"] = args.modality
     return options
 

@@ -19,9 +19,10 @@ from .options import PointMAEOptions
 
 # registry name -> (module, class). A new method adds one line here and @register on its class.
 METHODS = {"cfm": ("cfm", "CFM"), "patchcore": ("patchcore", "PatchCore")}
+METHODS["btf"] = ("btf", "BTF")
 _CLASSES = {cls: (module, name) for name, (module, cls) in METHODS.items()}
 
-__all__ = ["CFM", "METHODS", "AnomalyResult", "Calibration", "Detector", "PatchCore", "PointMAEOptions",
+__all__ = ["BTF", "CFM", "METHODS", "AnomalyResult", "Calibration", "Detector", "PatchCore", "PointMAEOptions",
            "as_sample", "create", "load", "method_names", "register"]
 
 
@@ -52,7 +53,7 @@ def __getattr__(name: str):
         value = _REGISTRY[method]
         globals()[name] = value
         return value
-    if name in {"cfm", "patchcore"}:
+    if name in {module for module, _ in METHODS.values()}:
         return importlib.import_module(f".{name}", __name__)
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)

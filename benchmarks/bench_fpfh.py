@@ -1,6 +1,6 @@
 """Normals + FPFH of MVTec-sized object clouds: xmodal.ops.fpfh vs open3d, same parameters.
 
-BTF's 3D features (shared/reference/methods.md; 3D-ADS ``get_fpfh_features``): the valid
+BTF's 3D features (3D-ADS ``get_fpfh_features``): the valid
 points of the 224 x 224 organized cloud, normals by ``KDTreeSearchParamHybrid(radius=0.1,
 max_nn=30)``, FPFH by ``KDTreeSearchParamHybrid(radius=0.25, max_nn=100)``. The peer is
 open3d's ``estimate_normals`` + ``orient_normals_towards_camera_location`` (the camera at the

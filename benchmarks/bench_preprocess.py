@@ -1,7 +1,7 @@
 """Per-sample MVTec 3D-AD background removal at 800x800: xmodal vs the open3d pipeline.
 
 The peer is the offline preprocessing of BTF / M3DM / CFM / G2SF, written here from its
-description (shared/reference/methods.md section 1.2) on open3d: ``segment_plane(0.004, 50,
+description (M3DM / BTF preprocessing scripts) on open3d: ``segment_plane(0.004, 50,
 1000)`` on the 10-pixel border strips, removal of points closer than 0.005 to the plane, square
 zero padding to a multiple of 100, ``cluster_dbscan(0.006, 30)`` and the largest cluster (noise
 label -1 included). xmodal runs :class:`xmodal.data.preprocess.BackgroundRemoval` with the

@@ -20,7 +20,7 @@ from xmodal.backbones.pointmae import PointMAE  # noqa: E402
 from xmodal.backbones.vit import VisionTransformer, dino_vitb8, timm_available  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
-# float64 references, from the architecture descriptions (shared/reference/methods.md §1.4-1.5)
+# float64 references, from the architecture descriptions (Point-MAE, DINO ViT)
 
 
 def _np(params):

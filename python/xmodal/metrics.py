@@ -7,7 +7,7 @@ conventions of the code that produced the published numbers:
 * ``"exact"`` (default): MVTec's current official evaluation, the exact PRO curve;
 * ``"m3dm"``: the threshold-sampled MVTec 3D-AD code as BTF / M3DM / G2SF run it (100 thresholds);
 * ``"cfm"``: CFM's evaluation (99 thresholds) with its three per-image normalisations of the
-  anomaly map psi (shared/reference/methods.md §2.5): AUPRO on psi / mean(psi[psi != 0]),
+  anomaly map psi (CFM's evaluation code): AUPRO on psi / mean(psi[psi != 0]),
   P-AUROC on psi / sqrt(mean(psi)), and the image score max(psi / sqrt(mean(psi[psi != 0]))),
   derived from the map (so ``image_scores`` is not used).
 

@@ -314,7 +314,7 @@ def points_to_grid(features, pixel_index, height: int, width: int, out_size):
     return out
 # --- evaluation: connected components, PRO curves, AUPRO, AUROC -----------------------------
 #
-# Two "official" PRO algorithms exist (shared/reference/kernels.md §1). The threshold-sampled
+# Two "official" PRO algorithms exist (MVTec AD and MVTec 3D-AD evaluation code). The threshold-sampled
 # one of the MVTec 3D-AD code (copied by BTF, M3DM with 100 thresholds and CFM with 99) and the
 # exact curve of the MVTec AD code. Both are written out below in the structure of the
 # originals, so they double as the "numpy official algorithms" peer of the benchmark.

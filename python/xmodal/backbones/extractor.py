@@ -1,7 +1,7 @@
 """Sample -> aligned 2D and 3D feature maps on the grid a method works on.
 
-This is the feature pipeline CFM, M3DM and G2SF share (``shared/reference/methods.md``
-§1.1-1.6), with the reference code's per-sample Python/CUDA pieces replaced by xmodal's
+This is the feature pipeline CFM, M3DM and G2SF share (M3DM, Wang et al. CVPR 2023,
+and its code), with the reference code's per-sample Python/CUDA pieces replaced by xmodal's
 kernels:
 
 - RGB: PIL bicubic resize to 224 (optionally CFM's edge-replicating square pad first), the

@@ -1,7 +1,7 @@
 """Point-MAE encoder as the multimodal AD methods use it (CFM, M3DM, G2SF): grouped points in,
 one 1152-d feature per group out.
 
-Architecture (``shared/reference/methods.md`` §1.4):
+Architecture (Point-MAE, Pang et al. ECCV 2022, as M3DM uses it):
 
 * mini-PointNet per group of S points: Conv1d 3→128 + BN + ReLU + Conv1d 128→256, max over the
   points → global 256-d; concat [global broadcast, local] = 512 per point; Conv1d 512→512 + BN +

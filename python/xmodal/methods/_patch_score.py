@@ -8,7 +8,7 @@ bank rows nearest to m* (m* itself first),
 
 i.e. one minus the softmax weight of m* among the support set (anomalib's
 ``compute_anomaly_score``; ``num_neighbors == 1`` returns s*, as anomalib does). M3DM's variant
-(``shared/reference/methods.md`` §1.7) takes the 3 rows nearest to m*, drops the first (m*),
+(M3DM's code) takes the 3 rows nearest to m*, drops the first (m*),
 and divides every distance by D = sqrt(feature dimension):
 
     s = (1 - exp(s* / D) / (sum_{b in 2 neighbours} exp(||m_test - b|| / D) + eps)) * s*,

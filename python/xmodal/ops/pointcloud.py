@@ -1,5 +1,5 @@
 """Point-cloud kernels of the Point-MAE feature path: FPS, grouping, 3-NN interpolation and the
-scatter + pooling back onto the organized image grid (shared/reference/methods.md 1.4-1.6)."""
+scatter + pooling back onto the organized image grid (as M3DM and CFM compute them)."""
 
 from __future__ import annotations
 

@@ -82,7 +82,8 @@ def test_predict_prints_score_and_saves_overlay(model, dataset, tmp_path, capsys
     assert np.isfinite(json.loads(out.splitlines()[0])["score"])
     from PIL import Image
 
-    assert Image.open(out_png).size == (2 * 96, 96)
+    with Image.open(out_png) as overlay:
+        assert overlay.size == (2 * 96, 96)
 
 
 def test_info_and_bench(capsys):

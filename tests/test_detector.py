@@ -487,10 +487,10 @@ def test_killed_during_save(fitted, tmp_path, sig):
     path = fitted.save(tmp_path / "m")
     before = listing(path)
     marker = tmp_path / "marker"
-    process = run_script(SLOW_SAVE, str(path), str(marker))
-    wait_for(marker, process)
-    process.send_signal(sig)
-    process.wait(timeout=60)
+    with run_script(SLOW_SAVE, str(path), str(marker)) as process:  # closes the stderr pipe
+        wait_for(marker, process)
+        process.send_signal(sig)
+        process.wait(timeout=60)
     assert listing(path) == before  # the previous model, complete
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".m.")]
     if sig != signal.SIGINT:  # nothing of the library runs after these (the CLI turns SIGTERM into an

@@ -3,6 +3,7 @@ intervals and the report tables."""
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,8 +149,9 @@ def test_results_table(tmp_path, rng):
     again = ResultsTable.from_json(table.to_json())
     assert again.to_dict() == table.to_dict()
     md_path, json_path = table.save(tmp_path / "report")
-    assert open(md_path).read() == md
-    assert json.load(open(json_path))["classes"]["bagel"]["AUPRO@30%"] == pytest.approx(runs["bagel"]["AUPRO@30%"])
+    assert Path(md_path).read_text() == md
+    saved = json.loads(Path(json_path).read_text())
+    assert saved["classes"]["bagel"]["AUPRO@30%"] == pytest.approx(runs["bagel"]["AUPRO@30%"])
     with pytest.raises(ValueError, match="lack"):
         table.add("foam", {"I-AUROC": 0.5})
     assert xmodal.metrics.ResultsTable is ResultsTable

@@ -17,7 +17,7 @@ import platform
 import statistics
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def _allocations_return_to_the_os() -> None:

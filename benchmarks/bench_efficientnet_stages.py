@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_line, markdown_table  # noqa: E402
-
-from xmodal import backbones  # noqa: E402
+from _common import machine_line, markdown_table
+from xmodal import backbones
 
 COMBOS = [(3,), (3, 4), (3, 5), (3, 4, 5), (4, 5), (2, 3)]
 SEEDS = (0, 1, 2)
@@ -67,7 +66,7 @@ def main():
         for name, img in textures.items():
             others = [v for k, v in textures.items() if k != name]
             train = [crop(img, rng) for _ in range(N_CROPS)]
-            tests, masks = zip(*[add_defect(crop(img, rng), others[i % 2], rng) for i in range(N_CROPS)])
+            tests, masks = zip(*[add_defect(crop(img, rng), others[i % 2], rng) for i in range(N_CROPS)], strict=False)
             with torch.no_grad():
                 maps = [net(backbones.normalize(torch.from_numpy(np.stack(x))[:, None].repeat(1, 3, 1, 1), net))
                         for x in (train, list(tests))]

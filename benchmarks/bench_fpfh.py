@@ -29,9 +29,8 @@ import time
 
 import numpy as np
 
-from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, peak_extra_memory
-
 import xmodal
+from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, peak_extra_memory
 from xmodal import ops
 from xmodal.data import preprocess as pp
 from xmodal.data import synthetic

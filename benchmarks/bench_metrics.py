@@ -33,10 +33,9 @@ import traceback
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-import xmodal  # noqa: E402
-from xmodal import reference  # noqa: E402
+import _common
+import xmodal
+from xmodal import reference
 
 LIMITS = (0.3, 0.1, 0.05, 0.01)
 SIZES = {"224": (250, 224, 224), "800": (100, 800, 800)}
@@ -91,7 +90,7 @@ def adeval_aupro():
     import adeval
 
     if not hasattr(np, "trapz"):
-        np.trapz = np.trapezoid  # removed in numpy 2.4; the same function under its new name
+        np.trapz = np.trapezoid  # removed in numpy 2.4; the same function under its new name  # noqa: NPY201
 
     def fn(maps, masks):
         _, _, aupro = adeval.auroc_aupr_aupro(maps, masks.astype(np.uint8))
@@ -204,7 +203,7 @@ def bench_size(label, n, h, w, repeat, skip, rows, notes):
         ("scipy.ndimage.label (loop)", scipy_fn and (lambda: scipy_fn(masks)), scipy_why),
         ("cv2.connectedComponents (loop)", cv2_fn and (lambda: cv2_fn(masks)), cv2_why),
     ])
-    del maps, masks
+    maps = masks = None  # freed before the next size (the lambdas above have run)
     gc.collect()
 
 
@@ -243,7 +242,9 @@ def main() -> None:
         "xmodal time: median of the runs after a warm-up, with all threads (the ratios) and with one "
         "thread (the numpy, sklearn and scipy peers use one core; anomalib's torch uses all); peers: one "
         "run. Peak extra memory: resident-set "
-        "high-water mark above the level before the call, outputs included (the labelling returns 4 bytes of int32 labels per pixel; the scipy and cv2 loops keep only the counts) (glibc's mmap threshold is pinned so freed buffers leave the resident set). Δ: absolute difference from xmodal's value.",
+        "high-water mark above the level before the call, outputs included (the labelling returns 4 bytes "
+        "of int32 labels per pixel; the scipy and cv2 loops keep only the counts) (glibc's mmap threshold "
+        "is pinned so freed buffers leave the resident set). Δ: absolute difference from xmodal's value.",
         "",
         _common.machine_line() + ". The machine is shared with other jobs: times are noisy, ratios "
         "come from the same process and inputs.",

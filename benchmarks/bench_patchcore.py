@@ -45,8 +45,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from _common import (fmt_bytes, fmt_seconds, machine_line, markdown_table, measure_once, peak_extra_memory,
-                     status_kib, steady_state_malloc)
+from _common import (
+    fmt_bytes,
+    fmt_seconds,
+    machine_line,
+    markdown_table,
+    measure_once,
+    peak_extra_memory,
+    status_kib,
+    steady_state_malloc,
+)
 
 CATEGORY = "puck"
 SIZE = 224
@@ -228,7 +236,8 @@ def section_fit_and_inference(args) -> list[str]:
     search = det.memory_banks["rgb"].search_stats
 
     label = "anomalib 2.7 Patchcore" + ("" if an["steps_run"] == an["steps_full"] else
-                                        f" (coreset extrapolated from {an['steps_run']:,} of {an['steps_full']:,} steps)")
+                                        f" (coreset extrapolated from {an['steps_run']:,} of "
+                                        f"{an['steps_full']:,} steps)")
     rows = [
         ["fit (200 images)" if args.train == 200 else f"fit ({args.train} images)",
          fmt_seconds(an["total"]), fmt_seconds(xm_fit), f"{an['total'] / xm_fit:.1f}x", ">= 5x"],
@@ -259,7 +268,8 @@ def section_large(args) -> list[str]:
     baseline = status_kib("VmRSS") * 1024
     _, seconds, peak = measure_once(lambda: det.fit(LazySynthetic(args.large)))
     absolute = status_kib("VmHWM") * 1024
-    print(f"large fit {seconds:.1f} s peak extra {fmt_bytes(peak)} absolute {fmt_bytes(absolute)}: {det.info}", flush=True)
+    print(f"large fit {seconds:.1f} s peak extra {fmt_bytes(peak)} absolute {fmt_bytes(absolute)}: {det.info}",
+          flush=True)
     rows = [[f"{args.large:,}", fmt_bytes(budget), det.info["fit_mode"], f"{det.info['chunks']['rgb']}",
              f"{det.info['training_rows']['rgb']:,} -> {det.info['bank_rows']['rgb']:,}", fmt_seconds(seconds),
              fmt_bytes(peak), fmt_bytes(max(absolute, baseline)), "8.0 GiB"]]
@@ -275,8 +285,8 @@ def section_study(args) -> list[str]:
     from sklearn.metrics import roc_auc_score
 
     from xmodal import knn
-    from xmodal.ops import jl_dimension
     from xmodal.data import synthetic
+    from xmodal.ops import jl_dimension
 
     train = [synthetic.make_sample(CATEGORY, "good", image_size=SIZE, split="train", index=i)[0]
              for i in range(args.study_train)]
@@ -310,9 +320,11 @@ def section_study(args) -> list[str]:
                      fmt_seconds(det.info["coreset_seconds"]), f"{cover.mean():.3f} / {cover.max():.3f}",
                      f"{roc_auc_score(labels, scores):.4f}", f"{roc_auc_score(gt.reshape(-1), maps.reshape(-1)):.4f}",
                      f"{np.abs(scores / reference_scores - 1).max():.3f}"])
-    return [markdown_table(["selection", "chunks", "bank rows", "selection time after extraction", "training-row distance to bank (mean / max)",
+    return [markdown_table(["selection", "chunks", "bank rows", "selection time after extraction",
+                            "training-row distance to bank (mean / max)",
                             "I-AUROC", "P-AUROC", "max rel. image-score change"], rows),
-            "", f"{len(train)} training images, test set: 12 good + 3 each of {', '.join(defects)} (RGB-visible defects; "
+            "", f"{len(train)} training images, test set: 12 good + 3 each of {', '.join(defects)} "
+            "(RGB-visible defects; "
                 "the backbone is random-weight WideResNet-50, so absolute AUROCs say little about real weights). "
                 "Coverage: distance of every patch of 20 of the training images to its nearest bank row. "
                 "Streaming selects each chunk's coreset while features are extracted, so its selection "

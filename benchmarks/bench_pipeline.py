@@ -50,14 +50,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-from crosscheck_backbones import save_pointmae_checkpoint, save_vit_checkpoint  # noqa: E402
-
-import xmodal  # noqa: E402
-from xmodal import ops, reference  # noqa: E402
-from xmodal.data import Sample  # noqa: E402
-from xmodal.data.preprocess import remove_background, resize_organized, resize_rgb, rgb_tensor  # noqa: E402
-from xmodal.data.synthetic import CATEGORIES, make_sample  # noqa: E402
+import _common
+import xmodal
+from crosscheck_backbones import save_pointmae_checkpoint, save_vit_checkpoint
+from xmodal import ops, reference
+from xmodal.data import Sample
+from xmodal.data.preprocess import remove_background, resize_organized, resize_rgb, rgb_tensor
+from xmodal.data.synthetic import CATEGORIES, make_sample
 
 RENDER, CROP, GRID = 1000, 500, 224
 DEFECTS = ("crack", "dent", "good", "contamination", "bump", "stain", "good", "hole")
@@ -372,7 +371,8 @@ def end_to_end(ours, peer, samples, rounds: int) -> tuple[str, str, float]:
                 "fused scorer on anomalib's features: max abs diff", "map correlation vs anomalib map",
                 "map correlation vs anomalib features + CFM post-processing",
                 "image score: xmodal (max) / anomalib (top-0.1 % mean) / anomalib features + CFM post (max)"]
-    return (_common.markdown_table(t_header, timing + [summary_row(timing)]), _common.markdown_table(a_header, agreement),
+    return (_common.markdown_table(t_header, [*timing, summary_row(timing)]),
+            _common.markdown_table(a_header, agreement),
             statistics.mean(foreground))
 
 
@@ -392,7 +392,9 @@ def gpu_plan(foreground_fraction: float, preprocess_seconds: float) -> str:
     fps_launches = 1024 * 5e-6  # one dependent launch per FPS step, ~5 us each
     grid_bytes = 1152 * GRID * GRID * 4 * 2 + rows * (768 + 1152) * 4  # write + read the grid, read rows
     lines = [
-        "**A model, not a measurement**: no GPU was available; every figure below is arithmetic from FLOP counts and the efficiencies assumed in the next paragraph. Replace it with a measurement on a GPU.",
+        "**A model, not a measurement**: no GPU was available; every figure below is arithmetic from FLOP counts "
+        "and the efficiencies assumed in the next paragraph. "
+        "Replace it with a measurement on a GPU.",
         "",
         f"Per sample: DINO ViT-B/8 {vit / 1e9:.0f} GFLOP, Point-MAE {pointmae / 1e9:.0f} GFLOP (encoder with the "
         f"global half of its 512-wide layer applied once per group), both mapping networks on the "

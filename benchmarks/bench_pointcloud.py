@@ -27,10 +27,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _common  # noqa: E402
-
-import xmodal  # noqa: E402
-from xmodal import ops  # noqa: E402
+import _common
+import xmodal
+from xmodal import ops
 
 N_GROUPS, GROUP_SIZE, CHANNELS = 1024, 128, 1152
 

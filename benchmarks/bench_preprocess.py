@@ -23,7 +23,6 @@ import argparse
 import numpy as np
 
 from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, peak_extra_memory, timed
-
 from xmodal.data import preprocess as pp
 from xmodal.data import synthetic
 

@@ -21,9 +21,8 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import fmt_seconds, interleaved_best, machine_line, markdown_table  # noqa: E402
-
-from xmodal import backbones  # noqa: E402
+from _common import fmt_seconds, interleaved_best, machine_line, markdown_table
+from xmodal import backbones
 
 
 def race(peer_fn, ours_fn, rounds: int = 4) -> tuple[float, float]:
@@ -134,7 +133,7 @@ def efficientnet(rows):
     dst_keys = list(peer.state_dict().keys())
     assert len(src) == len(dst_keys), (len(src), len(dst_keys))
     mapped = {}
-    for (k_src, v), k_dst in zip(src.items(), dst_keys):
+    for (k_src, v), k_dst in zip(src.items(), dst_keys, strict=False):
         assert k_src.rsplit(".", 1)[1] == k_dst.rsplit(".", 1)[1], (k_src, k_dst)
         mapped[k_dst] = v
     peer.load_state_dict(mapped, strict=True)

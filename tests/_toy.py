@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
+
 from xmodal.data import Sample
 from xmodal.methods import METHODS
 from xmodal.methods.base import AnomalyResult, Detector, register

@@ -70,7 +70,7 @@ def test_integer_and_number_follow_one_rule():
 
 
 def test_worded_expectations_keep_the_rule():
-    with pytest.raises(ValueError, match="eps must be a positive finite number; got 0.0"):
+    with pytest.raises(ValueError, match=r"eps must be a positive finite number; got 0.0"):
         _arrays.number(0, "eps", minimum=0, low_open=True, expected="a positive finite number")
     with pytest.raises(TypeError, match="eps must be a number; got str"):
         _arrays.number("1", "eps", minimum=0, low_open=True, expected="a positive finite number")

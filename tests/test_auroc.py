@@ -69,7 +69,7 @@ def test_label_and_score_kinds(rng):
 
 
 @pytest.mark.parametrize(
-    "scores,labels,error,match",
+    ("scores", "labels", "error", "match"),
     [
         (np.array([0.1, 0.2]), np.array([1, 1]), ValueError, "both classes"),
         (np.array([0.1, 0.2]), np.array([0, 0]), ValueError, "both classes"),

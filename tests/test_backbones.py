@@ -199,13 +199,13 @@ def test_available_finds_files_in_weights_dir_and_env(tmp_path, monkeypatch):
 
 def test_missing_weights_error_names_file_and_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("XMODAL_WEIGHTS", raising=False)
-    with pytest.raises(backbones.WeightsNotFoundError, match="wide_resnet50_2-95faca4d.pth") as err:
+    with pytest.raises(backbones.WeightsNotFoundError, match=r"wide_resnet50_2-95faca4d.pth") as err:
         backbones.create("wide_resnet50_2", weights_dir=tmp_path)
     assert str(tmp_path) in str(err.value)
     assert isinstance(err.value, FileNotFoundError)
     with pytest.raises(backbones.WeightsNotFoundError, match="XMODAL_WEIGHTS is not set"):
         backbones.find_weights("pointmae")
-    with pytest.raises(backbones.WeightsNotFoundError, match="nope.pth"):
+    with pytest.raises(backbones.WeightsNotFoundError, match=r"nope.pth"):
         backbones.create("dino_vitb8", weights=str(tmp_path / "nope.pth"))
     with pytest.raises(ValueError, match="backbone must be one of"):
         backbones.create("resnet18")
@@ -292,7 +292,7 @@ def test_pointmae_checkpoint_without_prefixes_and_missing_keys(pointmae_model, t
         PointMAE(weights=str(tmp_path / "broken.pth"))
     wrong = dict(pointmae_model.state_dict())
     wrong["norm.weight"] = torch.ones(10)
-    with pytest.raises(ValueError, match="norm.weight: checkpoint"):
+    with pytest.raises(ValueError, match=r"norm.weight: checkpoint"):
         PointMAE().load_checkpoint(wrong)
 
 
@@ -491,7 +491,7 @@ def test_vit_bad_images():
         model(torch.randn(1, 3, 225, 224))
     with pytest.raises(ValueError, match="images must have 4 dimensions"):
         model(torch.randn(3, 224, 224))
-    with pytest.raises(TypeError, match="torch.from_numpy"):
+    with pytest.raises(TypeError, match=r"torch.from_numpy"):
         model(np.zeros((1, 3, 224, 224), np.float32))
 
 
@@ -585,7 +585,7 @@ def torchvision_wrn50_2_state_dict(seed=0):
     conv("conv1.weight", 64, 3, 7)
     bn("bn1", 64)
     cin = 64
-    for li, (blocks, planes) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512)), start=1):
+    for li, (blocks, planes) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512), strict=False), start=1):
         width, cout = planes * 2, planes * 4
         for j in range(blocks):
             p = f"layer{li}.{j}."
@@ -638,7 +638,8 @@ def test_wide_resnet_loads_torchvision_state_dict_strictly(tmp_path):
                 y = F.relu(bnf(F.conv2d(t, sd[p + "conv1.weight"]), p + "bn1"))
                 y = F.relu(bnf(F.conv2d(y, sd[p + "conv2.weight"], stride=stride, padding=1), p + "bn2"))
                 y = bnf(F.conv2d(y, sd[p + "conv3.weight"]), p + "bn3")
-                short = bnf(F.conv2d(t, sd[p + "downsample.0.weight"], stride=stride), p + "downsample.1") if j == 0 else t
+                down = p + "downsample.0.weight"
+                short = bnf(F.conv2d(t, sd[down], stride=stride), p + "downsample.1") if j == 0 else t
                 t = F.relu(y + short)
     torch.testing.assert_close(out["layer2"], t, rtol=1e-4, atol=1e-4)
 

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+
 import xmodal
 from xmodal import reference
 from xmodal.data import preprocess as pp
@@ -136,7 +137,7 @@ def test_scores_equal_the_float64_reference(xyz_model, xyz_results, test_samples
     from xmodal.methods.postprocess import gaussian_blur, upsample_bilinear
 
     bank = xyz_model.bank.to_numpy()
-    for sample, result in zip(test_samples[3:6], xyz_results[3:6]):
+    for sample, result in zip(test_samples[3:6], xyz_results[3:6], strict=False):
         fpfh, _ = fpfh_patches(btf_input(sample).xyz)
         score, dist = reference.patchcore_score(fpfh.reshape(-1, 33), bank, num_neighbors=3, reweight="m3dm")
         assert result.score == pytest.approx(score, rel=1e-9)
@@ -152,7 +153,7 @@ def test_calibrated_verdicts(xyz_model, xyz_results, test_samples):
     labels = np.array([s.label for s in test_samples])
     scores = np.array([r.score for r in xyz_results])
     assert classification_at(scores, labels, xyz_model.threshold)["F1"] >= 0.9
-    for label, result in zip(labels, xyz_results):
+    for label, result in zip(labels, xyz_results, strict=False):
         assert result.threshold == xyz_model.threshold
         if label == 0:
             assert not result.is_anomalous and result.normalized_map.max() < 0.5
@@ -163,7 +164,7 @@ def test_save_load_gives_identical_predictions(tmp_path, xyz_model, xyz_results,
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "model.safetensors"]
     again = load(tmp_path / "model")
     assert isinstance(again, BTF) and again.config == xyz_model.config and again.threshold == xyz_model.threshold
-    for before, after in zip(xyz_results[3:7], again.predict_batch(test_samples[3:7])):
+    for before, after in zip(xyz_results[3:7], again.predict_batch(test_samples[3:7]), strict=False):
         assert after.score == before.score and after.normalized_score == before.normalized_score
         assert np.array_equal(after.map, before.map)
     config = json.loads((tmp_path / "model" / "config.json").read_text())
@@ -231,7 +232,7 @@ def test_command_line(tmp_path, capsys):
 # --- bad input -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
     ({"modality": "depth"}, ValueError, "modality must be one of"),
     ({"background": "crop"}, ValueError, "background must be one of"),
     ({"backbones": "fast"}, ValueError, "backbones must be one of"),

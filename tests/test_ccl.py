@@ -48,7 +48,7 @@ def test_diagonal_and_anti_diagonal_touching():
     m[0, 1, 1] = m[0, 2, 2] = True  # diagonal
     m[0, 1, 6] = m[0, 2, 5] = True  # anti-diagonal
     m[0, 5, 1] = m[0, 6, 3] = True  # two apart: separate
-    labels, num = xmodal.ops.connected_components(m)
+    _labels, num = xmodal.ops.connected_components(m)
     assert num[0] == 4
     check(m)
 
@@ -65,7 +65,7 @@ def test_spirals_and_combs_need_deep_merges():
     for k in range(10):  # join line 4k to line 4k + 4 at alternating ends
         snake[0, 4 * k + 1 : 4 * k + 4, -1 if k % 2 == 0 else 0] = True
     check(snake)
-    labels, num = xmodal.ops.connected_components(snake)
+    _labels, num = xmodal.ops.connected_components(snake)
     assert num[0] == 1
 
 

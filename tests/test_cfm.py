@@ -41,7 +41,7 @@ def test_calibrated_verdicts_separate_good_from_defective(fitted, report, datase
     assert report["at_threshold"]["threshold"] == fitted.threshold
     assert report["at_threshold"]["F1"] >= 0.9, report["at_threshold"]
     labels = MVTec3D(dataset, "puck", "test").labels
-    for label, result in zip(labels, report["results"]):
+    for label, result in zip(labels, report["results"], strict=False):
         assert result.is_anomalous == (result.score > fitted.threshold)
         if label == 0:  # a good part is cool everywhere on the fit-time scale
             assert result.normalized_map.max() < 0.5 and result.normalized_score < 0.5
@@ -107,15 +107,15 @@ def test_options_and_errors(dataset):
         CFM(epochs=0)
     with pytest.raises(RuntimeError, match="not fitted"):
         CFM().predict(rgb=np.zeros((8, 8, 3), np.uint8), xyz=np.zeros((8, 8, 3), np.float32))
+    det = CFM(progress=False)
+    det.fitted = True
     with pytest.raises(TypeError, match="rgb must be a uint8"):
-        det = CFM(progress=False)
-        det.fitted = True
         det.predict(rgb=np.zeros((8, 8, 3), np.float32), xyz=np.zeros((8, 8, 3), np.float32))
     with pytest.raises(ValueError, match="backbones must be one of"):
         CFM(backbones="imagenet", progress=False).fit(MVTec3D(dataset, "puck", "train"))
     from xmodal.backbones import WeightsNotFoundError
 
-    with pytest.raises(WeightsNotFoundError, match="dino_vitb8|pointmae"):
+    with pytest.raises(WeightsNotFoundError, match=r"dino_vitb8|pointmae"):
         CFM(backbones="paper", weights_dir=str(dataset), progress=False).fit(MVTec3D(dataset, "puck", "train"))
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from xmodal.data import MVTec3D, DatasetError, Eyecandies, Sample, categories, synthetic
+from xmodal.data import DatasetError, Eyecandies, MVTec3D, Sample, categories, synthetic
 from xmodal.data.preprocess import BackgroundRemoved
 
 
@@ -34,7 +34,7 @@ def test_round_trip_of_generated_files(dataset_root):
     assert len(test) == 2 + 3
     assert [e.defect for e in test.entries] == ["crack", "dent", "good", "good", "stain"]
     np.testing.assert_array_equal(test.labels, [1, 1, 0, 0, 1])
-    for sample, entry in zip(test, test.entries):
+    for sample, entry in zip(test, test.entries, strict=False):
         expected, _ = synthetic.make_sample("puck", entry.defect, image_size=96, seed=5, split="test",
                                             index=int(entry.stem))
         assert isinstance(sample, Sample)
@@ -74,11 +74,11 @@ def test_sample_helpers():
     s = Sample(rgb=np.zeros((4, 5, 3), np.uint8), xyz=xyz)
     assert s.foreground().sum() == 1 and s.points().shape == (1, 3) and s.shape == (4, 5)
     assert not s.mask().any() and s.gt is None
-    with pytest.raises(TypeError, match="Sample.xyz must have dtype float32"):
+    with pytest.raises(TypeError, match=r"Sample.xyz must have dtype float32"):
         Sample(rgb=np.zeros((4, 5, 3), np.uint8), xyz=xyz.astype(np.float64))
     with pytest.raises(ValueError, match="same height and width"):
         Sample(rgb=np.zeros((4, 4, 3), np.uint8), xyz=xyz)
-    with pytest.raises(ValueError, match="Sample.gt must have shape"):
+    with pytest.raises(ValueError, match=r"Sample.gt must have shape"):
         Sample(rgb=np.zeros((4, 5, 3), np.uint8), xyz=xyz, gt=np.zeros((5, 4), bool))
     with pytest.raises(ValueError, match="label must be 0"):
         Sample(rgb=np.zeros((4, 5, 3), np.uint8), xyz=xyz, label=2)
@@ -87,7 +87,7 @@ def test_sample_helpers():
 def test_missing_folders(dataset_root, tmp_path):
     with pytest.raises(FileNotFoundError, match="dataset root"):
         MVTec3D(tmp_path / "nope", "puck", "train")
-    with pytest.raises(FileNotFoundError, match="category folder .*bagel"):
+    with pytest.raises(FileNotFoundError, match=r"category folder .*bagel"):
         MVTec3D(dataset_root, "bagel", "train")
     with pytest.raises(ValueError, match="split must be one of"):
         MVTec3D(dataset_root, "puck", "val")
@@ -114,7 +114,7 @@ def test_unpaired_files_and_missing_masks(dataset_root, tmp_path):
         MVTec3D(root, "puck", "test")
 
 
-@pytest.mark.parametrize("damage,match", [
+@pytest.mark.parametrize(("damage", "match"), [
     ("truncate_png", r"rgb/000\.png: cannot read the RGB image"),
     ("truncate_tiff", r"xyz/000\.tiff: cannot read the point cloud"),
     ("wrong_shape", r"xyz/000\.tiff: an organized point cloud must have shape \(H, W, 3\); got \(96, 96\)"),

@@ -14,7 +14,7 @@ def blobs(rng, n_clusters=6, per_cluster=150, noise=200, spread=0.03):
     return pts[rng.permutation(len(pts))].astype(np.float32)
 
 
-@pytest.mark.parametrize("eps,min_points", [(0.02, 5), (0.04, 10), (0.06, 30), (0.1, 1), (0.03, 2)])
+@pytest.mark.parametrize(("eps", "min_points"), [(0.02, 5), (0.04, 10), (0.06, 30), (0.1, 1), (0.03, 2)])
 def test_equals_sklearn_labels(rng, eps, min_points):
     sklearn = pytest.importorskip("sklearn.cluster")
     pts = blobs(rng)
@@ -41,7 +41,7 @@ def test_dense_surface_like_an_organized_cloud(rng):
     g = np.stack(np.meshgrid(np.arange(120), np.arange(120)), -1).reshape(-1, 2) * 0.0005
     surface = np.c_[g, 0.5 + 0.1 * g[:, 0]] + rng.normal(0, 1e-5, (len(g), 3))
     patch = surface[:400] + np.array([0.0, 0.0, 0.02])
-    pts = np.concatenate([surface, patch, rng.uniform(0, 0.06, (50, 3)) + [0, 0, 0.5]]).astype(np.float32)
+    pts = np.concatenate([surface, patch, rng.uniform(0, 0.06, (50, 3)) + np.array([0, 0, 0.5])]).astype(np.float32)
     labels = dbscan(pts, 0.006, 30)
     expected = sklearn.DBSCAN(eps=0.006, min_samples=30).fit(pts.astype(np.float64)).labels_
     np.testing.assert_array_equal(labels, expected)

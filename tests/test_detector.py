@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import xmodal
 from xmodal.methods import PointMAEOptions, _model_dir, load
 from xmodal.methods.calibration import normalize, robust_threshold, tolerance_factor
@@ -253,7 +254,7 @@ def test_fit_and_evaluate_stream_a_dataset():
 def test_predict_batch_equals_predict(fitted):
     items = [sample(40), sample(41, anomalous=True), sample(42)]
     batched = fitted.predict_batch(iter(items), batch_size=2)
-    for s, r in zip(items, batched):
+    for s, r in zip(items, batched, strict=False):
         one = fitted.predict(s)
         assert r.score == one.score and r.is_anomalous == one.is_anomalous
         np.testing.assert_array_equal(r.map, one.map)
@@ -299,7 +300,7 @@ def test_pointmae_options_and_old_keywords():
         CFM(pointmae={"groups": 3})
     with pytest.raises(TypeError, match="unexpected keyword argument 'num_groups'"):
         PatchCore(num_groups=3)
-    with pytest.raises(TypeError, match="pointmae.reference_fps must be True or False"):
+    with pytest.raises(TypeError, match=r"pointmae.reference_fps must be True or False"):
         PointMAEOptions(reference_fps=1)
 
 
@@ -309,7 +310,7 @@ def test_max_cache_bytes_is_a_deprecated_alias_of_max_memory():
     with pytest.warns(DeprecationWarning, match="max_cache_bytes= is deprecated; use max_memory="):
         det = CFM(progress=False, max_cache_bytes=1234)
     assert det.config["max_memory"] == 1234 and "max_cache_bytes" not in det.config
-    with pytest.raises(ValueError, match="not both"), pytest.warns(DeprecationWarning):
+    with pytest.raises(ValueError, match="not both"), pytest.warns(DeprecationWarning, match="max_cache_bytes"):
         CFM(progress=False, max_cache_bytes=1, max_memory=2)
 
 
@@ -399,7 +400,7 @@ def test_save_refuses_the_current_folder_and_its_parents(fitted, tmp_path, monke
     (work / "notes.txt").write_text("x")
     monkeypatch.chdir(work)
     for bad in (".", "..", str(work), str(tmp_path), "/", ""):
-        with pytest.raises(ValueError, match="current folder or one of its parents|empty path"):
+        with pytest.raises(ValueError, match=r"current folder or one of its parents|empty path"):
             fitted.save(bad, overwrite=True)
     assert (work / "notes.txt").read_text() == "x"
 

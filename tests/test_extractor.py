@@ -71,7 +71,7 @@ def test_bad_input(sample):
     with pytest.raises(ValueError, match="grid must be an int"):
         FeatureExtractor(grid=0)
     fx = FeatureExtractor("efficientnet_lite0", "depth", grid=28)
-    with pytest.raises(TypeError, match="must be an xmodal.data.Sample"):
+    with pytest.raises(TypeError, match=r"must be an xmodal.data.Sample"):
         fx([sample.rgb])
     with pytest.raises(ValueError, match="at least one Sample"):
         fx([])

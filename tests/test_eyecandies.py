@@ -49,7 +49,8 @@ def write_raw_sample(folder, sample_id, pose, mask=None, seed=0):
     png = np.round((depth - low) / (high - low) * 65535).astype(np.uint16)
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(png).save(folder / f"{sample_id}_depth.png")
-    (folder / f"{sample_id}_info_depth.yaml").write_text(f"normalization:\n  min: {float(low)!r}\n  max: {float(high)!r}\n")
+    info = f"normalization:\n  min: {float(low)!r}\n  max: {float(high)!r}\n"
+    (folder / f"{sample_id}_info_depth.yaml").write_text(info)
     np.savetxt(folder / f"{sample_id}_pose.txt", pose)
     rgb = np.random.default_rng(seed).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(folder / f"{sample_id}_image_4.png")
@@ -135,7 +136,7 @@ def test_conversion_matches_the_reference_rule_and_layout(tmp_path):
 
 
 def test_vectorised_rule_equals_the_loop(rng):
-    pts = rng.normal(0, 0.5, (SIZE, SIZE, 3)) + [0, 0, 1.0]
+    pts = rng.normal(0, 0.5, (SIZE, SIZE, 3)) + np.array([0, 0, 1.0])
     np.testing.assert_allclose(remove_eyecandies_background(pts), reference_background_loop(pts), atol=1e-12)
 
 

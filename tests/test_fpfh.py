@@ -109,16 +109,16 @@ def check_fpfh(points, normals, max_nn, radius=np.inf, max_fragile_share=0.0, **
 # --- FPFH against the reference -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("num_points,k", [(1, 10), (2, 2), (3, 30), (7, 7), (50, 1), (300, 20), (600, 100)])
+@pytest.mark.parametrize(("num_points", "k"), [(1, 10), (2, 2), (3, 30), (7, 7), (50, 1), (300, 20), (600, 100)])
 def test_fpfh_random_cloud_equals_reference(rng, num_points, k):
     points = rng.random((num_points, 3)).astype(np.float32)
     check_fpfh(points, unit_rows(rng, num_points), k)
 
 
-@pytest.mark.parametrize("radius,max_nn", [(0.08, 30), (0.2, 15), (0.5, 1000), (1e-4, 10)])
+@pytest.mark.parametrize(("radius", "max_nn"), [(0.08, 30), (0.2, 15), (0.5, 1000), (1e-4, 10)])
 def test_fpfh_radius_equals_reference(rng, radius, max_nn):
     points = rng.random((600, 3)).astype(np.float32)
-    features, expected = check_fpfh(points, unit_rows(rng, 600), max_nn, radius)
+    features, _expected = check_fpfh(points, unit_rows(rng, 600), max_nn, radius)
     if radius == 1e-4:  # every point isolated: no neighbour, all zeros
         assert not features.any()
 
@@ -231,7 +231,7 @@ def test_normals_are_smallest_eigenvectors(rng):
                       (grid_cloud(rng, (5, 5, 5), duplicates=20), 10)]:
         normals = ops.estimate_normals(points, k=k).astype(np.float64)
         np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-6)
-        for n, cov in zip(normals, covariances(points, reference.fpfh_neighbourhoods(points, k))):
+        for n, cov in zip(normals, covariances(points, reference.fpfh_neighbourhoods(points, k)), strict=False):
             scale = np.abs(cov).max()
             smallest = np.linalg.eigvalsh(cov)[0]
             assert n @ cov @ n <= smallest + 1e-6 * scale
@@ -371,7 +371,7 @@ def test_organized_fpfh_without_valid_points():
 
 
 @pytest.mark.parametrize(
-    "points,kwargs,error,match",
+    ("points", "kwargs", "error", "match"),
     [
         (np.zeros((5, 3), np.int32), {"k": 3}, TypeError, "floating"),
         ("cloud", {"k": 3}, TypeError, "floating"),
@@ -392,7 +392,8 @@ def test_organized_fpfh_without_valid_points():
         (np.zeros((5, 3), np.float32), {"k": 3, "viewpoint": (0, 0)}, TypeError, "viewpoint"),
         (np.zeros((5, 3), np.float32), {"k": 3, "viewpoint": (0, 0, np.nan)}, ValueError, "viewpoint"),
         (np.zeros((5, 3), np.float32), {"k": 3, "return_normals": 1}, TypeError, "return_normals"),
-        (np.zeros((5, 3), np.float32), {"k": 3, "normals": np.zeros((4, 3), np.float32)}, ValueError, "one row per point"),
+        (np.zeros((5, 3), np.float32), {"k": 3, "normals": np.zeros((4, 3), np.float32)}, ValueError,
+         "one row per point"),
         (np.zeros((5, 3), np.float32), {"k": 3, "normals": np.zeros((5, 3), np.int64)}, TypeError, "normals"),
         (np.zeros((5, 3), np.float32), {"k": 3, "normals": np.full((5, 3), np.nan, np.float32)}, ValueError, "normals"),
         (np.zeros((5, 3), np.float32), {"k": 3, "normals": torch.zeros(5, 3)}, TypeError, "both be numpy"),

@@ -199,7 +199,7 @@ def _assert_equals_reference(queries, bank, k):
 def test_norms_beyond_float32_range_reproducer(k):
     queries = np.array([[2e19, 0, 0, 0, 0]], np.float32)
     bank = np.array([[0] * 5, [1.9e19, 0, 0, 0, 0]], np.float32)
-    dist, idx = xmodal.knn(queries, bank, k)
+    _dist, idx = xmodal.knn(queries, bank, k)
     assert idx[0, 0] == 1  # distance 1e18, not the origin at 2e19
     _assert_equals_reference(queries, bank, k)
 
@@ -269,7 +269,8 @@ def test_cuda_huge_and_tiny_inputs_exact_or_refused(rng):
         try:
             gpu = xmodal.knn(torch.from_numpy(queries).cuda(), torch.from_numpy(bank).cuda(), k)
         except RuntimeError as exc:
-            assert "cannot be guaranteed exact" in str(exc)
+            if "cannot be guaranteed exact" not in str(exc):
+                raise
             continue
         np.testing.assert_array_equal(gpu.idx.cpu().numpy(), cpu.idx)
         np.testing.assert_array_equal(gpu.dist.cpu().numpy(), cpu.dist)

@@ -4,6 +4,7 @@ and the kernels, metrics and memory bank work without torch."""
 from __future__ import annotations
 
 import ast
+import itertools
 import pathlib
 import re
 import subprocess
@@ -24,7 +25,7 @@ def _private_ops_uses(path: pathlib.Path) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module is not None:
             parts = node.module.split(".")
-            if "_ops" in parts or any(a == "ops" and b.startswith("_") for a, b in zip(parts, parts[1:])):
+            if "_ops" in parts or any(a == "ops" and b.startswith("_") for a, b in itertools.pairwise(parts)):
                 found.append(f"{path.name}:{node.lineno}: from {'.' * node.level}{node.module} import ...")
             elif parts[-1] == "ops":
                 found += [f"{path.name}:{node.lineno}: from ...ops import {a.name}" for a in node.names

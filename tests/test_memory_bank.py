@@ -49,7 +49,7 @@ def test_torch_bank(rng):
     torch = pytest.importorskip("torch")
     feats = torch.from_numpy(rng.standard_normal((100, 8)).astype(np.float32))
     bank = xmodal.MemoryBank(feats, dtype="float16")
-    dist, idx = bank.query(torch.zeros(3, 8), 2)
+    dist, _idx = bank.query(torch.zeros(3, 8), 2)
     assert isinstance(dist, torch.Tensor) and bank.features.dtype == torch.float16
     with pytest.raises(TypeError, match="both be numpy arrays or both torch tensors"):
         bank.query(np.zeros((3, 8), np.float32), 1)
@@ -98,7 +98,7 @@ def _bank_and_queries(rng, n=2500, q=300, dim=320):
 
 
 @pytest.mark.parametrize("k", [1, 6, 20])
-@pytest.mark.parametrize("rank,candidates", [(None, 16), (16, 2), (32, 1)])
+@pytest.mark.parametrize(("rank", "candidates"), [(None, 16), (16, 2), (32, 1)])
 def test_bank_search_equals_knn(rng, rank, candidates, k):
     import torch
 
@@ -186,7 +186,7 @@ def test_bank_search_without_pruning(rng):
 # --- streaming build (moved from test_patchcore.py) -----------------------------------------
 
 
-@pytest.mark.parametrize("projection,framework", [("sparse", "numpy"), ("linear", "numpy"), ("sparse", "torch")])
+@pytest.mark.parametrize(("projection", "framework"), [("sparse", "numpy"), ("linear", "numpy"), ("sparse", "torch")])
 def test_one_shot_builder_equals_coreset_of_stacked_rows(rng, tmp_path, projection, framework):
     rows = _structured(rng, 1200, 300)
     if framework == "torch":

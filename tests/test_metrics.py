@@ -37,7 +37,7 @@ def test_exact_protocol_matches_sklearn_and_reference(rng):
     assert got["I-AUROC"] == pytest.approx(sklearn_metrics.roc_auc_score(labels, scores), abs=1e-12)
     assert got["P-AUROC"] == pytest.approx(sklearn_metrics.roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-12)
     want = reference.aupro(maps, masks, limits=(0.3, 0.1, 0.05, 0.01))
-    for name, limit in zip(METRICS[2:], (0.3, 0.1, 0.05, 0.01)):
+    for name, limit in zip(METRICS[2:], (0.3, 0.1, 0.05, 0.01), strict=False):
         assert got[name] == pytest.approx(want[limit], abs=1e-9)
 
 
@@ -67,7 +67,7 @@ def test_cfm_protocol_normalisations(rng):
 
 def test_defaults_lists_and_torch(rng):
     torch = pytest.importorskip("torch")
-    scores, labels, maps, masks = make_class(rng)
+    _scores, labels, maps, masks = make_class(rng)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         full = evaluate_maps(maps.reshape(len(maps), -1).max(axis=1), labels, maps, masks)
@@ -102,7 +102,7 @@ def test_bootstrap_intervals(rng):
 
 
 @pytest.mark.parametrize(
-    "kwargs,error,match",
+    ("kwargs", "error", "match"),
     [
         ({"protocol": "mvtec"}, ValueError, "protocol"),
         ({"image_labels": np.array([0, 2] * 6)}, ValueError, "0 and 1"),

@@ -134,7 +134,8 @@ def test_cuda_matches_cpu(rng):
     mask = rng.random(20000) < 0.6
     cpu = xmodal.ops.crossmodal_discrepancy(f2d, f3d, m23, m32, mask)
     gpu = xmodal.ops.crossmodal_discrepancy(
-        torch.from_numpy(f2d).cuda(), torch.from_numpy(f3d).cuda(), m23.cuda(), m32.cuda(), torch.from_numpy(mask).cuda()
+        torch.from_numpy(f2d).cuda(), torch.from_numpy(f3d).cuda(), m23.cuda(), m32.cuda(),
+        torch.from_numpy(mask).cuda(),
     )
     np.testing.assert_allclose(gpu.d_2d.cpu().numpy(), cpu.d_2d, atol=1e-4)
     np.testing.assert_allclose(gpu.d_3d.cpu().numpy(), cpu.d_3d, atol=1e-4)

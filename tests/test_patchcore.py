@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 import xmodal
 from xmodal import reference
 from xmodal.data import synthetic
@@ -81,7 +82,7 @@ def _score_with_knn(patches, bank, **kw):
     return image_score(p, res.dist[:, 0], res.idx[:, 0], b, **kw), res.dist[:, 0].numpy()
 
 
-@pytest.mark.parametrize("reweight,k,eps,scale", [("paper", 9, 0.0, 1.0), ("paper", 3, 0.0, 0.37),
+@pytest.mark.parametrize(("reweight", "k", "eps", "scale"), [("paper", 9, 0.0, 1.0), ("paper", 3, 0.0, 0.37),
                                                    ("paper", 1, 0.0, 1.0), ("m3dm", 3, 1e-5, 1.0),
                                                    ("m3dm", 5, 0.0, 2.5), ("none", 1, 0.0, 1.0)])
 def test_image_score_matches_float64_reference(rng, reweight, k, eps, scale):
@@ -158,6 +159,7 @@ def test_scores_equal_float64_reference(fused, test_samples):
 
 def test_map_is_bilinear_upsample_then_gaussian(fused, test_samples):
     import torch.nn.functional as F
+
     from xmodal.methods.postprocess import gaussian_blur
 
     res = fused.predict(test_samples[0])
@@ -181,7 +183,7 @@ def test_calibrated_verdicts_separate_good_from_defective(fused, fused_results, 
     scores = np.array([r.score for r in fused_results])
     assert all(r.threshold == fused.threshold for r in fused_results)
     assert classification_at(scores, labels, fused.threshold)["F1"] >= 0.9
-    for label, result in zip(labels, fused_results):
+    for label, result in zip(labels, fused_results, strict=False):
         if label == 0:
             assert result.normalized_map.max() < 0.5
 
@@ -191,13 +193,13 @@ def test_rgb_alone_misses_3d_defects_that_xyz_finds(train_samples, test_samples,
     rgb = PatchCore(modality="rgb", backbones="offline", progress=False).fit(train_samples)
     rgb_scores = np.array([r.score for r in rgb.predict_batch(test_samples)])
     xyz_scores = np.array([r.extras["score_xyz"] for r in fused_results])
-    keep = np.array([s.defect in ("good",) + THREE_D for s in test_samples])
+    keep = np.array([s.defect in ("good", *THREE_D) for s in test_samples])
     labels = np.array([s.label for s in test_samples])[keep]
     rgb_auroc, xyz_auroc = _auroc(rgb_scores[keep], labels), _auroc(xyz_scores[keep], labels)
     assert xyz_auroc >= 0.95
     assert rgb_auroc <= 0.8
     # and the other way round: stains are invisible to the 3D bank, found by the RGB bank
-    keep = np.array([s.defect in ("good",) + RGB_ONLY for s in test_samples])
+    keep = np.array([s.defect in ("good", *RGB_ONLY) for s in test_samples])
     labels = np.array([s.label for s in test_samples])[keep]
     assert _auroc(rgb_scores[keep], labels) >= 0.95 and _auroc(xyz_scores[keep], labels) <= 0.8
 
@@ -217,7 +219,7 @@ def test_save_load_gives_identical_predictions(tmp_path, ocsvm, test_samples):
     again = load(tmp_path / "model")
     assert isinstance(again, PatchCore) and again.fitted
     after = again.predict_batch(test_samples[5:8])
-    for a, b in zip(before, after):
+    for a, b in zip(before, after, strict=False):
         assert a.score == b.score
         assert np.array_equal(a.map, b.map)
 
@@ -281,7 +283,7 @@ def test_paper_rgb_backbone_with_random_weights():
     assert res.map.shape == (224, 224) and res.score >= 0
 
 
-@pytest.mark.parametrize("kwargs,match", [
+@pytest.mark.parametrize(("kwargs", "match"), [
     ({"modality": "depth"}, "modality must be one of"),
     ({"backbones": "fast"}, "backbones must be one of"),
     ({"backbone": "resnet18"}, "backbone must be '<rgb>'"),
@@ -314,7 +316,7 @@ def test_bad_inputs(fused, train_samples):
     s = train_samples[0]
     with pytest.raises(TypeError, match="rgb must be a uint8"):
         fused.predict(rgb=s.rgb.astype(np.float32), xyz=s.xyz)
-    with pytest.raises(TypeError, match="sample must be an xmodal.data.Sample"):
+    with pytest.raises(TypeError, match=r"sample must be an xmodal.data.Sample"):
         fused.predict("image.png")
     empty = s.replace(xyz=np.zeros_like(s.xyz))
     with pytest.raises(ValueError, match="no training sample has 3D foreground"):
@@ -327,6 +329,6 @@ def test_bad_inputs(fused, train_samples):
 def test_cuda_matches_cpu(train_samples, test_samples):
     cpu = PatchCore(modality="rgb+xyz", backbones="offline", progress=False).fit(train_samples[:4])
     gpu = PatchCore(modality="rgb+xyz", backbones="offline", progress=False, device="cuda").fit(train_samples[:4])
-    for a, b in zip(cpu.predict_batch(test_samples[:4]), gpu.predict_batch(test_samples[:4])):
+    for a, b in zip(cpu.predict_batch(test_samples[:4]), gpu.predict_batch(test_samples[:4]), strict=False):
         assert b.score == pytest.approx(a.score, rel=1e-3)
         assert np.allclose(a.map, b.map, rtol=1e-3, atol=1e-3)

@@ -43,7 +43,7 @@ def grid_cloud(shape=(6, 5, 4), spacing=1.0, seed=0, duplicates=0):
 # --- farthest point sampling ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("num_points,n", [(1, 1), (2, 2), (7, 7), (300, 50), (5000, 300)])
+@pytest.mark.parametrize(("num_points", "n"), [(1, 1), (2, 2), (7, 7), (300, 50), (5000, 300)])
 def test_fps_random_equals_reference(rng, num_points, n):
     points = rng.random((num_points, 3)).astype(np.float32)
     start = int(rng.integers(num_points))
@@ -156,7 +156,7 @@ def test_reference_fps_errors():
 
 
 @pytest.mark.parametrize(
-    "points,n,kwargs,error,match",
+    ("points", "n", "kwargs", "error", "match"),
     [
         (np.zeros((0, 3), np.float32), 1, {}, ValueError, "at least one point"),
         (np.zeros((4, 2), np.float32), 1, {}, ValueError, r"\(N, 3\)"),
@@ -334,7 +334,7 @@ def torch_grid(features, pixel_index, height, width, out_size):
 
 
 @pytest.mark.parametrize(
-    "height,width,out_size",
+    ("height", "width", "out_size"),
     [(224, 224, 224), (224, 224, 56), (224, 224, 28), (31, 17, (9, 23)), (3, 3, 1), (5, 4, (6, 7))],
 )
 def test_points_to_grid_equals_torch_pooling(rng, height, width, out_size):
@@ -364,7 +364,7 @@ def test_points_to_grid_no_points_gives_zeros():
 
 
 @pytest.mark.parametrize(
-    "pixel_index,kwargs,error,match",
+    ("pixel_index", "kwargs", "error", "match"),
     [
         (np.array([0, 1, 1]), {}, ValueError, "distinct"),
         (np.array([0, 1, 64]), {}, ValueError, "outside"),

@@ -50,8 +50,8 @@ def test_rgb_and_mask_inputs(rng):
     x = pp.rgb_tensor(rgb, 32)
     assert x.shape == (3, 32, 32) and x.dtype == np.float32
     small = pp.resize_rgb(rgb, 32)
-    expected = (torch.from_numpy(small).permute(2, 0, 1).float() / 255 - torch.tensor(pp.IMAGENET_MEAN)[:, None, None]) \
-        / torch.tensor(pp.IMAGENET_STD)[:, None, None]
+    mean, std = torch.tensor(pp.IMAGENET_MEAN)[:, None, None], torch.tensor(pp.IMAGENET_STD)[:, None, None]
+    expected = (torch.from_numpy(small).permute(2, 0, 1).float() / 255 - mean) / std
     np.testing.assert_allclose(x, expected.numpy(), atol=1e-6)
     gt = np.zeros((60, 80), bool)
     gt[20:30, 40:60] = True
@@ -129,7 +129,7 @@ def test_cache_round_trip(tmp_path):
     files = sorted(p.relative_to(cached.folder) for p in cached.folder.rglob("*.*"))
     assert len(files) == 1 + 3 * len(dataset)  # params.json + rgb/xyz/gt per sample
     again = pp.BackgroundRemoved(dataset, tmp_path / "cache")
-    for a, b, raw in zip(first, again, dataset):
+    for a, b, raw in zip(first, again, dataset, strict=False):
         np.testing.assert_array_equal(a.xyz, b.xyz)
         np.testing.assert_array_equal(a.rgb, b.rgb)
         np.testing.assert_array_equal(a.gt, b.gt)

@@ -66,7 +66,7 @@ def test_float64_maps(rng):
     check_against_reference(anomaly_maps(rng, masks, dtype=np.float64), masks)
 
 
-@pytest.mark.parametrize("zeros,levels", [(0.6, None), (0.3, 8), (0.0, 3)])
+@pytest.mark.parametrize(("zeros", "levels"), [(0.6, None), (0.3, 8), (0.0, 3)])
 def test_heavy_ties(rng, zeros, levels):
     masks = blob_masks(rng, 6, 48, 48)
     check_against_reference(anomaly_maps(rng, masks, zeros=zeros, levels=levels), masks)
@@ -161,7 +161,7 @@ def test_torch_inputs_and_mask_dtypes(rng):
     assert xmodal.ops.aupro(maps, masks.astype(np.uint8) * 255) == want
     assert xmodal.ops.aupro(maps, masks.astype(np.float32)) == want
     assert xmodal.ops.aupro(maps.astype(np.float16).astype(np.float32), masks)  # runs
-    fpr, pro = xmodal.ops.pro_curve(torch.from_numpy(maps), torch.from_numpy(masks), num_thresholds=99)
+    fpr, _pro = xmodal.ops.pro_curve(torch.from_numpy(maps), torch.from_numpy(masks), num_thresholds=99)
     assert isinstance(fpr, np.ndarray) and fpr.shape == (100,)
 
 
@@ -188,7 +188,7 @@ def test_bootstrap_multiplicity_equals_replicated_images(rng):
     multiplicity = np.array([[1, 1, 1, 1, 1], [2, 0, 1, 3, 1], [0, 0, 5, 0, 0], [0, 0, 0, 0, 0]])
     for t in (None, 100):
         out = aupro_bootstrap(maps, masks, multiplicity, limits=LIMITS, num_thresholds=t)
-        for row, m in zip(out, multiplicity):
+        for row, m in zip(out, multiplicity, strict=False):
             images = [i for i, k in enumerate(m) for _ in range(k)]
             has_region = any(masks[i].any() for i in images)
             if not images or not has_region:
@@ -199,7 +199,7 @@ def test_bootstrap_multiplicity_equals_replicated_images(rng):
 
 
 @pytest.mark.parametrize(
-    "change,error,match",
+    ("change", "error", "match"),
     [
         (lambda m, g: (m, np.zeros_like(g)), ValueError, "no anomalous pixel"),
         (lambda m, g: (m, np.ones_like(g)), ValueError, "normal"),
@@ -227,7 +227,8 @@ def test_bad_limits(rng, limits):
         xmodal.ops.aupro(anomaly_maps(rng, masks), masks, limits=limits)
 
 
-@pytest.mark.parametrize("t,error", [(1, ValueError), (0, ValueError), (-5, ValueError), (2.5, TypeError), (True, TypeError)])
+@pytest.mark.parametrize(("t", "error"),
+                         [(1, ValueError), (0, ValueError), (-5, ValueError), (2.5, TypeError), (True, TypeError)])
 def test_bad_num_thresholds(rng, t, error):
     masks = blob_masks(rng, 2, 10, 10)
     with pytest.raises(error, match="num_thresholds"):

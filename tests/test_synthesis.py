@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 from xmodal.data import synthetic
 from xmodal.data.synthesis import (
     APPEARANCE_CORRUPTIONS,
@@ -39,7 +40,8 @@ def perlin_reference(shape, scale, seed):
     h, w = shape
     sy, sx = scale
     theta = np.random.default_rng(seed).uniform(0, 2 * np.pi, size=(sy + 1, sx + 1))
-    fade = lambda t: 6 * t**5 - 15 * t**4 + 10 * t**3
+    def fade(t):
+        return 6 * t**5 - 15 * t**4 + 10 * t**3
     out = np.zeros(shape)
     for i in range(h):
         for j in range(w):
@@ -180,7 +182,7 @@ def test_g2sf_mask_component_rules_and_foreground():
 
 
 def test_g2sf_mask_errors():
-    with pytest.raises(ValueError, match="foregrounds.*empty"):
+    with pytest.raises(ValueError, match=r"foregrounds.*empty"):
         g2sf_mask(np.zeros((64, 64), bool), 0)
     tiny = np.zeros((512, 512), bool)
     tiny[:10, :10] = True
@@ -522,7 +524,7 @@ def test_synthesizer_bad_input(domes):
     with pytest.raises(IndexError):
         G2SFSynthesizer(pre, n=2)[2]
     big = [np.ones((200, 200, 3), np.float32)] * len(pre)
-    with pytest.raises(ValueError, match="raw\\[.*larger"):
+    with pytest.raises(ValueError, match=r"raw\[.*larger"):
         G2SFSynthesizer(pre, raw=big, n=1)[0]
 
 
@@ -576,7 +578,7 @@ def test_texture_anomaly_generator():
     rgb, depth, fg = utag_inputs()
     gen = TextureAnomalyGenerator(seed=0)
     modalities = set()
-    for i in range(12):
+    for _ in range(12):
         out = gen(rgb, depth, fg)
         modalities.add(out.modality)
         assert not (out.mask & ~fg).any() and out.label.any()

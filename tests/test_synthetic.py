@@ -129,15 +129,16 @@ def test_defects_separate_with_simple_patch_features():
     banks = [[], []]
     for i in range(20):
         sample, _ = synthetic.make_sample("puck", "good", split="train", index=i)
-        for bank, f in zip(banks, _simple_features(sample)):
+        for bank, f in zip(banks, _simple_features(sample), strict=False):
             bank.append(f[::7])
     banks = [np.concatenate(b).astype(np.float32) for b in banks]
     scores = {}
     for defect in ["good", *synthetic.DEFECTS]:
         for i in range(8 if defect == "good" else 5):
             sample, _ = synthetic.make_sample("puck", defect, split="test", index=i)
+            features = _simple_features(sample)
             scores.setdefault(defect, []).append(
-                [float(knn(f.astype(np.float32), b, 1).dist.max()) for f, b in zip(_simple_features(sample), banks)])
+                [float(knn(f.astype(np.float32), b, 1).dist.max()) for f, b in zip(features, banks, strict=True)])
     good = np.array(scores["good"])
 
     def auroc(defects, modality):

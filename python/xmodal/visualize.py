@@ -68,7 +68,7 @@ def _draw_colour_bar(image: np.ndarray, ticks: list[tuple[float, str]]) -> np.nd
     draw = ImageDraw.Draw(picture)
     line_height = 11  # Pillow's default bitmap font
     for position, label in ticks:
-        y = int(round((1.0 - position) * (h - 1)))
+        y = round((1.0 - position) * (h - 1))
         draw.line([(w - bar_w - 3, y), (w - 1, y)], fill=(255, 255, 255), width=1)
         if h >= 4 * line_height and label:
             width = int(draw.textlength(label))

@@ -10,7 +10,7 @@ import torch
 
 from ._weights import find_weights
 
-__all__ = ["LoadReport", "read_state_dict", "load_into", "load_registered"]
+__all__ = ["LoadReport", "load_into", "load_registered", "read_state_dict"]
 
 
 @dataclasses.dataclass(frozen=True)

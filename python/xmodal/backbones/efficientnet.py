@@ -37,7 +37,7 @@ from torch import nn
 from ._checkpoint import load_registered
 from ._layers import check_images
 
-__all__ = ["EfficientNetLite0", "STAGES"]
+__all__ = ["STAGES", "EfficientNetLite0"]
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, Lite0 = B0 sizes
 STAGES = (

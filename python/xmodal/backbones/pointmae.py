@@ -35,7 +35,7 @@ from ._checkpoint import LoadReport, load_into, read_state_dict
 from ._layers import Block, DropPath, check_tensor, to_module
 from ._weights import find_weights
 
-__all__ = ["PointMAE", "DEFAULT_OUT_INDICES", "convert_pointmae_checkpoint"]
+__all__ = ["DEFAULT_OUT_INDICES", "PointMAE", "convert_pointmae_checkpoint"]
 
 DIM = 384
 FULL_DEPTH = 12
@@ -207,7 +207,7 @@ class PointMAE(nn.Module):
         neighborhoods, centers = self._check_inputs(neighborhoods, centers)
         if self._reference_train_mode and not self.training and neighborhoods.shape[0] > 1:
             # Batch statistics per cloud, as the batch-1 reference code computes them.
-            return torch.cat([self._forward(n[None], c[None]) for n, c in zip(neighborhoods, centers)])
+            return torch.cat([self._forward(n[None], c[None]) for n, c in zip(neighborhoods, centers, strict=False)])
         return self._forward(neighborhoods, centers)
 
     def _forward(self, neighborhoods: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from ._checkpoint import LoadReport, load_into, read_state_dict
 from ._layers import Block, check_images
 from ._weights import find_weights
 
-__all__ = ["VisionTransformer", "DinoViT", "dino_vitb8", "convert_vit_checkpoint", "timm_available"]
+__all__ = ["DinoViT", "VisionTransformer", "convert_vit_checkpoint", "dino_vitb8", "timm_available"]
 
 PATCH = 8
 DIM = 768

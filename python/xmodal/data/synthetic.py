@@ -27,6 +27,7 @@ the same files, and a sample does not depend on how many others are generated.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -40,7 +41,7 @@ from .._arrays import integer, one_of
 from ._files import write_gt, write_rgb, write_xyz
 from .sample import Sample
 
-__all__ = ["CATEGORIES", "DEFECTS", "SceneTruth", "make_sample", "make_dataset"]
+__all__ = ["CATEGORIES", "DEFECTS", "SceneTruth", "make_dataset", "make_sample"]
 
 CATEGORIES = ("puck", "dome", "ring", "block")
 DEFECTS = {
@@ -171,7 +172,7 @@ def _object_albedo(category: str, s, t, rng: np.random.Generator) -> np.ndarray:
 
 def _polyline_distance(s, t, vertices) -> np.ndarray:
     best = np.full(s.shape, np.inf)
-    for (x0, y0), (x1, y1) in zip(vertices[:-1], vertices[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(vertices):
         dx, dy = x1 - x0, y1 - y0
         u = np.clip(((s - x0) * dx + (t - y0) * dy) / (dx * dx + dy * dy), 0, 1)
         best = np.minimum(best, np.hypot(s - (x0 + u * dx), t - (y0 + u * dy)))

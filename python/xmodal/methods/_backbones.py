@@ -39,5 +39,6 @@ def resolve(choice: str, paper_weights: tuple[str, ...], weights_dir=None) -> tu
     found = available(weights_dir)
     missing = [name for name in paper_weights if not found.get(name)]
     if missing:
-        return "offline", f"backbones='auto': no weight file for {', '.join(missing)}, so the offline EfficientNet-Lite0 is used"
+        return "offline", (f"backbones='auto': no weight file for {', '.join(missing)}, "
+                           "so the offline EfficientNet-Lite0 is used")
     return "paper", f"backbones='auto': weight files found for {', '.join(paper_weights)}"

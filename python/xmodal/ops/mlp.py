@@ -97,7 +97,8 @@ def _prepare_layers(mlp, name: str, kind: _arrays.ArrayKind, activation, negativ
         slopes = [s for _, _, _, s in layers]
     else:
         if not isinstance(mlp, (tuple, list)) or len(mlp) != 2:
-            msg = f"{name} must be a torch Sequential of Linear layers or a (weights, biases) pair; got {type(mlp).__name__}"
+            msg = (f"{name} must be a torch Sequential of Linear layers or a (weights, biases) pair; "
+                   f"got {type(mlp).__name__}")
             raise TypeError(msg)
         weights, biases = mlp
         if biases is None:
@@ -214,10 +215,12 @@ def crossmodal_discrepancy(f2d, f3d, mlp_2d3d, mlp_3d2d, mask=None, activation: 
     w23, b23, a23, s23 = _prepare_layers(mlp_2d3d, "mlp_2d3d", kind, activation)
     w32, b32, a32, s32 = _prepare_layers(mlp_3d2d, "mlp_3d2d", kind, activation)
     if w23[0].shape[1] != a2.shape[1] or w23[-1].shape[0] != a3.shape[1]:
-        msg = f"mlp_2d3d must map {a2.shape[1]} -> {a3.shape[1]} features; it maps {w23[0].shape[1]} -> {w23[-1].shape[0]}"
+        msg = (f"mlp_2d3d must map {a2.shape[1]} -> {a3.shape[1]} features; "
+               f"it maps {w23[0].shape[1]} -> {w23[-1].shape[0]}")
         raise ValueError(msg)
     if w32[0].shape[1] != a3.shape[1] or w32[-1].shape[0] != a2.shape[1]:
-        msg = f"mlp_3d2d must map {a3.shape[1]} -> {a2.shape[1]} features; it maps {w32[0].shape[1]} -> {w32[-1].shape[0]}"
+        msg = (f"mlp_3d2d must map {a3.shape[1]} -> {a2.shape[1]} features; "
+               f"it maps {w32[0].shape[1]} -> {w32[-1].shape[0]}")
         raise ValueError(msg)
     m = _mask_bytes(mask, a2.shape[0], kind)
     _arrays.check_finite(a2, "f2d")

@@ -189,7 +189,7 @@ def _image_files(folder: Path) -> list[Path]:
             with Image.open(path) as img:  # reads the header only
                 img.size  # noqa: B018
             readable.append(path)
-        except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a bad file; each is a skip
+        except Exception as exc:
             warnings.warn(f"textures: skipping {path}, not a readable image ({type(exc).__name__}: {exc})",
                           stacklevel=4)
     if not readable:
@@ -204,7 +204,7 @@ def _read_texture(path: Path) -> np.ndarray | None:
     try:
         with Image.open(path) as img:
             return np.array(img.convert("RGB"))
-    except Exception as exc:  # noqa: BLE001 - as above: any decoding failure drops the file
+    except Exception as exc:
         warnings.warn(f"textures: dropping {path}, it cannot be decoded ({type(exc).__name__}: {exc})",
                       stacklevel=4)
         return None

@@ -128,7 +128,7 @@ def test_patchcore_fit_and_test(dataset, tmp_path, capsys):
 )
 def test_user_errors_are_one_line(args, message, dataset, model, capsys):
     args = [str(dataset) if a == "DATA" else str(model) if a == "MODEL" else a for a in args]
-    code, _, err = run(args + ["--quiet"], capsys)
+    code, _, err = run([*args, "--quiet"], capsys)
     assert code != 0
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
@@ -265,7 +265,7 @@ def test_output_paths_are_checked_before_any_work(dataset, model, tmp_path):
     results = [line.split() for line in result.stdout.splitlines() if line.startswith("RESULT")]
     errors = result.stderr.strip().splitlines()
     assert len(results) == len(cases) == len(errors), result.stderr
-    for (case, message), (_, code, torch_loaded), error in zip(cases, results, errors):
+    for (case, message), (_, code, torch_loaded), error in zip(cases, results, errors, strict=False):
         assert code == "1" and re.search(message, error), (case, error)
         assert torch_loaded == "False", f"{case}: torch was imported before the error"
     assert (notes / "todo.txt").read_text() == "mine"
@@ -274,6 +274,7 @@ def test_output_paths_are_checked_before_any_work(dataset, model, tmp_path):
 
 def test_predict_prints_the_verdict_and_writes_the_raw_map(model, dataset, tmp_path, capsys):
     import tifffile
+
     import xmodal
 
     detector = xmodal.load(model)
@@ -358,9 +359,8 @@ def test_corrupt_model_is_one_line_for_every_command(model, dataset, tmp_path, c
 
 
 def test_convert_eyecandies(tmp_path, capsys):
-    from xmodal.data import convert_eyecandies
-
     from tests.test_eyecandies import POSES, digest, write_raw_sample
+    from xmodal.data import convert_eyecandies
 
     src = tmp_path / "raw"
     write_raw_sample(src / "Confetto" / "train" / "data", "000", POSES[0], seed=1)

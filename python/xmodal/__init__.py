@@ -15,8 +15,8 @@ numpy or torch arrays in, the same kind out. torch is needed only by the methods
 backbones): ``import xmodal``, the kernels, the memory bank and the metrics work without it.
 """
 
-from ._backend import build_info, cuda_available, get_num_threads, set_num_threads
 from . import data, metrics
+from ._backend import build_info, cuda_available, get_num_threads, set_num_threads
 from .memory_bank import MemoryBank
 from .ops import coreset, greedy_coreset, knn
 

@@ -16,21 +16,21 @@ import numpy as np
 
 __all__ = [
     "ArrayKind",
-    "is_torch",
-    "kind_of",
     "as_float32",
     "as_float_bank",
     "check_finite",
     "check_same_kind",
     "empty",
-    "zeros",
     "full",
+    "integer",
+    "is_torch",
     "is_torch_module",
-    "stream_of",
+    "kind_of",
+    "number",
     "one_of",
     "positive_int",
-    "integer",
-    "number",
+    "stream_of",
+    "zeros",
 ]
 
 

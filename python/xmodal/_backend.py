@@ -9,7 +9,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-__all__ = ["C", "build_info", "cuda_available", "require_cuda", "get_num_threads", "set_num_threads"]
+__all__ = ["C", "build_info", "cuda_available", "get_num_threads", "require_cuda", "set_num_threads"]
 
 
 def _preload_openblas() -> None:

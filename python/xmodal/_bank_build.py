@@ -66,7 +66,7 @@ class _RowFile:
         ends = np.concatenate([breaks, [ordered.shape[0]]]).tolist()
         row_bytes = self.dim * 4
         with open(self.path, "rb") as f:
-            for start, end in zip(starts, ends):
+            for start, end in zip(starts, ends, strict=False):
                 for first in range(start, end, 4096):
                     last = min(first + 4096, end)
                     block = np.empty((last - first, self.dim), dtype=np.float32)
@@ -137,7 +137,9 @@ class BankBuilder:
             self._proj = np.empty((max_rows, self.proj_dim), dtype=np.float32) if ratio is not None else None
         else:
             self._raw = np.empty((self.chunk_rows, dim), dtype=np.float32)
-            self._chunk_proj = np.empty((self.chunk_rows, self.proj_dim), dtype=np.float32) if self.projected else self._raw
+            self._chunk_proj = (
+                np.empty((self.chunk_rows, self.proj_dim), dtype=np.float32) if self.projected else self._raw
+            )
             self._fill = 0
             # Kept rows are written in place: a bound on their number is reserved (untouched
             # pages cost nothing), so finishing never concatenates a second copy.
@@ -147,7 +149,9 @@ class BankBuilder:
                 chunks = -(-max_rows // self.chunk_rows)
                 capacity = max(1, int(self.oversample * ratio * max_rows)) + chunks
             self._kept_raw = np.empty((capacity, dim), dtype=np.float32)
-            self._kept_proj = np.empty((capacity, self.proj_dim), dtype=np.float32) if self.projected else self._kept_raw
+            self._kept_proj = (
+                np.empty((capacity, self.proj_dim), dtype=np.float32) if self.projected else self._kept_raw
+            )
             self._kept_rows = np.empty(capacity, dtype=np.int64)  # positions among the added rows
             self._kept = 0
 

@@ -130,11 +130,14 @@ def collect(scores, masks, score_name: str, mask_name: str, ndims: tuple[int, ..
     score_list = as_list(scores, score_name)
     mask_list = as_list(masks, mask_name)
     if len(score_list) != len(mask_list):
-        msg = f"{score_name} and {mask_name} must hold the same number of arrays; got {len(score_list)} and {len(mask_list)}"
+        msg = (
+            f"{score_name} and {mask_name} must hold the same number of arrays; "
+            f"got {len(score_list)} and {len(mask_list)}"
+        )
         raise ValueError(msg)
     many = is_array_list(scores)
     out_scores, out_masks, devices = [], [], set()
-    for i, (s, m) in enumerate(zip(score_list, mask_list)):
+    for i, (s, m) in enumerate(zip(score_list, mask_list, strict=False)):
         s_name = f"{score_name}[{i}]" if many else score_name
         m_name = f"{mask_name}[{i}]" if is_array_list(masks) else mask_name
         s = host_or_cuda(s, s_name)
@@ -157,9 +160,12 @@ def collect(scores, masks, score_name: str, mask_name: str, ndims: tuple[int, ..
     # float32 unless some array needs float64 (float64 itself, or integers, which float32
     # could not hold exactly); float16/bfloat16 become float32.
     dtype64 = any(_dtype_kind(s) != "f" or _is_float64(s) for s in out_scores)
-    out_scores = [_as_scores(s, n, dtype64) for s, n in zip(out_scores, _names(score_name, len(out_scores), many))]
+    names = _names(score_name, len(out_scores), many)
+    out_scores = [_as_scores(s, n, dtype64) for s, n in zip(out_scores, names, strict=False)]
     device = out_scores[0].device if _arrays.is_torch(out_scores[0]) else None
-    num_images = sum(1 if s.ndim == 2 else int(s.shape[0]) for s in out_scores) if ndims is not None else len(out_scores)
+    num_images = len(out_scores)
+    if ndims is not None:
+        num_images = sum(1 if s.ndim == 2 else int(s.shape[0]) for s in out_scores)
     return ArraySet(out_scores, out_masks, device, num_images)
 
 

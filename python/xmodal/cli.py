@@ -357,7 +357,7 @@ class MapWriter:
 def save_maps(out_dir, detector, samples, results) -> Path:
     """One heat-map PNG per sample (see :class:`MapWriter`) in ``out_dir/maps``."""
     writer = MapWriter(Path(out_dir) / "maps", detector)
-    for sample, result in zip(samples, results):
+    for sample, result in zip(samples, results, strict=False):
         writer(sample, result)
     return writer.folder
 

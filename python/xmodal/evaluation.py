@@ -119,7 +119,7 @@ def evaluate(detector, samples, protocol: str = "exact", *, bootstrap: int = 0, 
         started = time.perf_counter()
         results = detector.predict_batch(batch, batch_size=len(batch))
         elapsed += time.perf_counter() - started
-        for sample, result in zip(batch, results):
+        for sample, result in zip(batch, results, strict=False):
             maps.append(result.map)
             masks.append(detector.target_mask(sample))
             labels.append(sample.label)

@@ -82,7 +82,9 @@ class MemoryBank:
         _arrays.one_of(dtype, "dtype", DTYPES)
         indices = None
         if coreset_ratio is not None:
-            indices = coreset(arr, ratio=coreset_ratio, projection=projection, proj_dim=proj_dim, start=start, seed=seed)
+            indices = coreset(
+                arr, ratio=coreset_ratio, projection=projection, proj_dim=proj_dim, start=start, seed=seed
+            )
             arr = arr[indices]
         config = {"coreset_ratio": coreset_ratio, "projection": projection, "proj_dim": proj_dim, "start": start,
                   "seed": seed}

@@ -30,11 +30,11 @@ from . import _map_sets as _maps
 from .io import atomic_path
 from .ops import aupro, aupro_bootstrap, auroc, auroc_nonzero
 
-__all__ = ["METRICS", "PROTOCOLS", "evaluate_maps", "ResultsTable"]
+__all__ = ["METRICS", "PROTOCOLS", "ResultsTable", "evaluate_maps"]
 
 LIMITS = (0.3, 0.1, 0.05, 0.01)
 AUPRO_NAMES = tuple(f"AUPRO@{round(limit * 100)}%" for limit in LIMITS)
-METRICS = ("I-AUROC", "P-AUROC") + AUPRO_NAMES
+METRICS = ("I-AUROC", "P-AUROC", *AUPRO_NAMES)
 PROTOCOLS = {"exact": None, "m3dm": 100, "cfm": 99}  # protocol -> num_thresholds of the PRO curve
 
 
@@ -92,7 +92,7 @@ def evaluate_maps(image_scores, image_labels, maps, masks, protocol: str = "exac
         "P-AUROC": auroc_nonzero(pixel_maps, image_masks),
     }
     values = aupro(pro_maps, image_masks, limits=LIMITS, num_thresholds=num_thresholds)
-    results.update({name: values[limit] for name, limit in zip(AUPRO_NAMES, LIMITS)})
+    results.update({name: values[limit] for name, limit in zip(AUPRO_NAMES, LIMITS, strict=False)})
     if bootstrap:
         results.update(_bootstrap(scores, labels, pro_maps, image_masks, num_thresholds, bootstrap, seed, ci))
     return results
@@ -167,7 +167,10 @@ def _cfm_normalisations(images):
             raise ValueError(msg)
         mean_nonzero, mean_all = nonzero.mean(), psi.mean()
         if not (float(mean_nonzero) > 0 and float(mean_all) > 0):
-            msg = f"maps[{i}] must have a positive mean for the cfm protocol (it takes square roots); got {float(mean_all)}"
+            msg = (
+                f"maps[{i}] must have a positive mean for the cfm protocol (it takes square roots); "
+                f"got {float(mean_all)}"
+            )
             raise ValueError(msg)
         sqrt = (lambda v: v.sqrt()) if _arrays.is_torch(psi) else np.sqrt
         pro_maps.append(psi / mean_nonzero)
@@ -264,14 +267,14 @@ class ResultsTable:
             return text
 
         mean = self.mean()
-        header = ["Metric"] + self.categories + ["Mean"]
+        header = ["Metric", *self.categories, "Mean"]
         lines = []
         if self.title or self.protocol:
             lines += [f"**{self.title or 'Results'}**" + (f" (protocol: {self.protocol})" if self.protocol else ""), ""]
         lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + [":-:"] * (len(header) - 1)) + "|"]
         for metric in self.metrics:
             cells = [cell(self._rows[c], metric) for c in self.categories] + [f"{mean[metric]:.{d}f}"]
-            lines.append("| " + " | ".join([metric] + cells) + " |")
+            lines.append("| " + " | ".join([metric, *cells]) + " |")
         return "\n".join(lines) + "\n"
 
     def save(self, directory) -> tuple[str, str]:
@@ -283,7 +286,7 @@ class ResultsTable:
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
         paths = (os.path.join(directory, "report.md"), os.path.join(directory, "report.json"))
-        for path, text in zip(paths, (self.to_markdown(), self.to_json() + "\n")):
+        for path, text in zip(paths, (self.to_markdown(), self.to_json() + "\n"), strict=False):
             with atomic_path(path) as tmp, open(tmp, "w") as f:
                 f.write(text)
         return paths

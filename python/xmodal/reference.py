@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 # --- k nearest neighbours -------------------------------------------------------------------
 
 
@@ -332,7 +331,7 @@ def connected_components(mask):
     height, width = fg.shape
     labels = np.zeros((height, width), dtype=np.int32)
     count = 0
-    for y0, x0 in zip(*np.nonzero(fg)):  # raster order
+    for y0, x0 in zip(*np.nonzero(fg), strict=False):  # raster order
         if labels[y0, x0]:
             continue
         count += 1
@@ -416,7 +415,7 @@ def _collect_regions(maps, masks):
     ok_scores = np.zeros(total, dtype=np.float64)
     filled = 0
     regions = []
-    for amap, gt in zip(maps, masks):
+    for amap, gt in zip(maps, masks, strict=False):
         labels, count = _label_8(gt)
         ok = amap[labels == 0]
         ok_scores[filled : filled + ok.size] = ok
@@ -474,7 +473,7 @@ def pro_curve_exact(maps, masks):
     maps, masks = _as_map_list(maps, masks)
     scores, fp_changes, pro_changes = [], [], []
     num_ok, num_regions = 0, 0
-    for amap, gt in zip(maps, masks):
+    for amap, gt in zip(maps, masks, strict=False):
         labels, count = _label_8(gt)
         num_regions += count
         ok = labels == 0

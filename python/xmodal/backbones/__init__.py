@@ -24,20 +24,20 @@ from ._weights import WEIGHT_FILES, WeightsNotFoundError, available, find_weight
 
 __all__ = [
     "WEIGHT_FILES",
-    "WeightsNotFoundError",
-    "available",
-    "find_weights",
-    "create",
-    "normalize",
-    "patch_features",
-    "PointMAE",
     "DinoViT",
-    "dino_vitb8",
     "EfficientNetLite0",
-    "WideResNet50",
-    "LoadReport",
     "FeatureExtractor",
     "Features",
+    "LoadReport",
+    "PointMAE",
+    "WeightsNotFoundError",
+    "WideResNet50",
+    "available",
+    "create",
+    "dino_vitb8",
+    "find_weights",
+    "normalize",
+    "patch_features",
 ]
 
 _LAZY = {

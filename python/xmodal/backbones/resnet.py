@@ -93,7 +93,7 @@ class WideResNet50(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         cin = 64
-        for i, (name, blocks) in enumerate(zip(LAYER_NAMES, LAYERS)):
+        for i, (name, blocks) in enumerate(zip(LAYER_NAMES, LAYERS, strict=False)):
             planes = 64 * 2**i
             setattr(self, name, _make_layer(cin, planes, blocks, 1 if i == 0 else 2))
             cin = planes * EXPANSION

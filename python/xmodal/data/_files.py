@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DatasetError", "read_image", "read_rgb", "read_xyz", "read_gt", "write_rgb", "write_xyz", "write_gt"]
+__all__ = ["DatasetError", "read_gt", "read_image", "read_rgb", "read_xyz", "write_gt", "write_rgb", "write_xyz"]
 
 
 class DatasetError(ValueError):

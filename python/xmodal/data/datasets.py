@@ -13,7 +13,7 @@ from .._arrays import one_of
 from ._files import DatasetError, read_gt, read_rgb, read_xyz
 from .sample import Sample
 
-__all__ = ["MVTec3D", "Eyecandies", "Entry", "categories", "SPLITS"]
+__all__ = ["SPLITS", "Entry", "Eyecandies", "MVTec3D", "categories"]
 
 SPLITS = ("train", "validation", "test")
 
@@ -111,7 +111,10 @@ class MVTec3D(Sequence):
             yield self.load(entry)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(root={str(self.root)!r}, category={self.category!r}, split={self.split!r}, n={len(self)})"
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, category={self.category!r}, "
+            f"split={self.split!r}, n={len(self)})"
+        )
 
     @property
     def labels(self) -> np.ndarray:

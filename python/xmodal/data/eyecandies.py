@@ -16,8 +16,15 @@ import numpy as np
 from ..io import atomic_path
 from ._files import DatasetError, read_image, write_gt, write_xyz
 
-__all__ = ["FOCAL_LENGTH", "CATEGORIES", "read_depth", "depth_to_points", "remove_eyecandies_background",
-           "convert_sample", "convert_eyecandies"]
+__all__ = [
+    "CATEGORIES",
+    "FOCAL_LENGTH",
+    "convert_eyecandies",
+    "convert_sample",
+    "depth_to_points",
+    "read_depth",
+    "remove_eyecandies_background",
+]
 
 FOCAL_LENGTH = 711.11  # pixels; the same camera for every Eyecandies image
 CATEGORIES = ("CandyCane", "ChocolateCookie", "ChocolatePraline", "Confetto", "GummyBear", "HazelnutTruffle",

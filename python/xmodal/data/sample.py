@@ -48,7 +48,10 @@ class Sample:
         _check_array(self.rgb, "rgb", np.uint8, 3)
         _check_array(self.xyz, "xyz", np.float32, 3)
         if self.rgb.shape[:2] != self.xyz.shape[:2]:
-            msg = f"Sample.rgb and Sample.xyz must have the same height and width; got {self.rgb.shape[:2]} and {self.xyz.shape[:2]}"
+            msg = (
+                "Sample.rgb and Sample.xyz must have the same height and width; "
+                f"got {self.rgb.shape[:2]} and {self.xyz.shape[:2]}"
+            )
             raise ValueError(msg)
         if self.gt is not None:
             _check_array(self.gt, "gt", np.bool_, 2)

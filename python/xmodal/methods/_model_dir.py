@@ -219,7 +219,7 @@ def check_state(weights_file: Path, state: dict[str, np.ndarray], spec: dict[str
             raise ValueError(msg)
         array = state[name]
         bad = array.dtype.kind not in "fiu" or array.ndim != len(shape)
-        bad = bad or any(want is not None and got != want for got, want in zip(array.shape, shape))
+        bad = bad or any(want is not None and got != want for got, want in zip(array.shape, shape, strict=False))
         if bad:
             expected = "(" + ", ".join("N" if s is None else str(s) for s in shape) + ")"
             msg = (f"corrupt model weights {weights_file}: array {name!r} is {array.dtype} {array.shape}, "

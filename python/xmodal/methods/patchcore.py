@@ -73,7 +73,8 @@ def _check_number(name: str, value, low: float, high: float | None = None, *, lo
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
     if not ok:
-        bounds = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'}{']' if high is not None else ')'}"
+        upper = f"{high}]" if high is not None else "inf)"
+        bounds = f"{'(' if low_open else '['}{low}, {upper}"
         msg = f"{name} must be a number in {bounds}{' or None' if allow_none else ''}; got {value!r}"
         raise ValueError(msg)
 
@@ -165,7 +166,8 @@ class PatchCore(Detector):
             if value is None and name in ("xyz_grid", "max_memory"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                msg = f"{name} must be an int >= {minimum}{' or None' if name in ('xyz_grid', 'max_memory') else ''}; got {value!r}"
+                or_none = " or None" if name in ("xyz_grid", "max_memory") else ""
+                msg = f"{name} must be an int >= {minimum}{or_none}; got {value!r}"
                 raise ValueError(msg)
         if max_memory is not None and coreset_ratio is None:
             msg = "max_memory streams the training features into a coreset; it needs a coreset_ratio (got None)"

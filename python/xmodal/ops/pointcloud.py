@@ -194,7 +194,10 @@ def _pixel_index(x, num_points: int, kind: _arrays.ArrayKind):
         arr = np.ascontiguousarray(arr, dtype=np.int64)
     _arrays.check_same_kind(kind, _arrays.kind_of(arr), "features", "pixel_index")
     if arr.ndim != 1 or arr.shape[0] != num_points:
-        msg = f"pixel_index must have shape (N,) with N={num_points} (one pixel per feature row); got shape {tuple(arr.shape)}"
+        msg = (
+            f"pixel_index must have shape (N,) with N={num_points} (one pixel per feature row); "
+            f"got shape {tuple(arr.shape)}"
+        )
         raise ValueError(msg)
     return arr
 
@@ -244,7 +247,7 @@ def points_to_grid(features, pixel_index, height: int, width: int, out_size=224,
         msg = f"channels_last must be a bool; got {type(channels_last).__name__} {channels_last!r}"
         raise TypeError(msg)
     _arrays.check_finite(f, "features")
-    num_points, channels = f.shape
+    _num_points, channels = f.shape
     shape = (out_h, out_w, channels) if channels_last else (channels, out_h, out_w)
     out = _arrays.empty(kind, shape, "float32")
     if kind.cuda:

@@ -86,7 +86,7 @@ def aupro(maps, masks, limits=(0.3, 0.1, 0.05, 0.01), num_thresholds=None):
     score_batches, mask_batches = _maps.as_batches(arrays.scores), _maps.as_batches(arrays.masks)
     run_kernel("aupro", arrays.kind, score_batches, mask_batches, t, values, out)
     keys = list(limits) if isinstance(limits, (list, tuple, np.ndarray)) else [limits]
-    return {key if not isinstance(key, np.generic) else key.item(): float(v) for key, v in zip(keys, out)}
+    return {key if not isinstance(key, np.generic) else key.item(): float(v) for key, v in zip(keys, out, strict=False)}
 
 
 def aupro_bootstrap(maps, masks, multiplicity, limits=(0.3, 0.1, 0.05, 0.01), num_thresholds=None):

@@ -21,6 +21,7 @@ __all__ = ["FORMAT", "MemoryBank", "MemoryBankBuilder"]
 
 FORMAT = "xmodal.MemoryBank/1"
 DTYPES = ("float32", "float16")
+HALF_MAX = 65504.0  # the largest finite float16
 
 
 class MemoryBank:
@@ -94,6 +95,7 @@ class MemoryBank:
                statistics: dict | None) -> None:
         self._kind = kind
         if dtype == "float16":
+            _check_half_range(features)
             features = features.half() if kind.torch else features.astype(np.float16)
         self.features, self.indices, self.dtype = features, indices, dtype
         self.config = {**config, **search}
@@ -125,7 +127,12 @@ class MemoryBank:
         """
         builder = None
         try:
-            for rows in batches:
+            for i, rows in enumerate(batches):
+                if not (isinstance(rows, np.ndarray) or _arrays.is_torch(rows)):
+                    msg = f"batches[{i}] must be an (r, D) numpy array or torch tensor; got {type(rows).__name__}"
+                    raise TypeError(msg)
+                if _arrays.is_torch(rows):
+                    _arrays.check_device(rows, f"batches[{i}]")
                 if builder is None:
                     shape = tuple(rows.shape)
                     if len(shape) != 2:
@@ -234,6 +241,16 @@ class MemoryBank:
 
     def __repr__(self) -> str:
         return f"MemoryBank(n={len(self)}, dim={self.dim}, dtype={self.dtype}, {self._kind.describe()})"
+
+
+def _check_half_range(features) -> None:
+    """A float16 bank rounds values beyond 65504 to infinity: refuse instead of failing later
+    (or, worse, searching a bank of infinities)."""
+    top = float(features.abs().max()) if _arrays.is_torch(features) else float(np.abs(features).max())
+    if top > HALF_MAX:
+        msg = (f"features hold values up to {top:.3g}, beyond float16's range (+-{HALF_MAX:g}): "
+               "use dtype='float32' (or scale the features)")
+        raise ValueError(msg)
 
 
 def _search_options(rank, candidates) -> dict:

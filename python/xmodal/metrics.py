@@ -125,6 +125,7 @@ def _per_image(maps, masks):
 
 def _as_host_vector(x, name: str, n: int) -> np.ndarray:
     if _arrays.is_torch(x):
+        _arrays.check_device(x, name)
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
     if arr.ndim != 1 or arr.shape[0] != n:

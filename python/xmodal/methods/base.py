@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .. import _arrays
 from . import _model_dir
 from .calibration import PIXEL_STRIDE, Calibration, normalize
 from .options import PointMAEOptions, migrate_config, reject_unknown, take_renamed
@@ -133,7 +134,8 @@ def as_sample(sample=None, *, rgb=None, xyz=None):
 
 
 def _to_numpy(x, name: str) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
+    if _arrays.is_torch(x):
+        _arrays.check_device(x, name)
         return x.detach().cpu().numpy()
     if isinstance(x, np.ndarray):
         return x

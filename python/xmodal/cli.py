@@ -383,8 +383,7 @@ def cmd_test(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .data import Sample
-    from .data._files import read_rgb, read_xyz
+    from .data._files import read_sample_files
     from .io import OutputPathError, check_output
     from .visualize import written_by_xmodal
 
@@ -398,7 +397,7 @@ def cmd_predict(args) -> int:
                                reusable=written_by_xmodal, overwrite=args.overwrite)
         raw = check_output(_raw_map_path(picture), "--save-map (raw map)", directory=False, protected=protected,
                            reusable=written_by_xmodal, overwrite=args.overwrite)
-    sample = Sample(rgb=read_rgb(args.rgb), xyz=read_xyz(args.xyz), paths={"rgb": args.rgb, "xyz": args.xyz})
+    sample = read_sample_files(args.rgb, args.xyz)
     detector = _load_model(args.model, args.device)
     detector.config["progress"] = not args.quiet
     result = detector.predict(sample)

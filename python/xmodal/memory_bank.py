@@ -215,18 +215,17 @@ class MemoryBank:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: Any = None) -> MemoryBank:
-        """Reads a bank written by :meth:`save`; ``device`` (e.g. "cuda") returns a torch bank."""
-        from safetensors import safe_open
+        """Reads a bank written by :meth:`save`; ``device`` (e.g. "cuda") returns a torch bank.
 
-        with safe_open(os.fspath(path), framework="numpy") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("format") != FORMAT:
-                msg = f"{os.fspath(path)} is not an xmodal memory bank (format {metadata.get('format')!r})"
-                raise ValueError(msg)
-            features = f.get_tensor("features")
-            indices = f.get_tensor("indices") if "indices" in f.keys() else None
-        config = json.loads(metadata["config"])
-        statistics = json.loads(metadata["statistics"]) if "statistics" in metadata else None
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: (one line naming the file) not an xmodal memory bank, or a truncated or
+                tampered one: unreadable, arrays of the wrong shape/dtype, NaN/inf, bad metadata.
+        """
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"memory bank not found: {path}")
+        features, indices, metadata, config, statistics = _read_bank(path)
         kind = _arrays.ArrayKind(False)
         if device is not None:
             import torch
@@ -241,6 +240,47 @@ class MemoryBank:
 
     def __repr__(self) -> str:
         return f"MemoryBank(n={len(self)}, dim={self.dim}, dtype={self.dtype}, {self._kind.describe()})"
+
+
+def _read_bank(path: str):
+    """(features, indices or None, metadata, config, statistics) of a bank file, each checked:
+    a damaged file gives one ValueError that names it instead of a crash or a wrong bank later."""
+    from safetensors import safe_open
+
+    def corrupt(what: str) -> ValueError:
+        return ValueError(f"corrupt memory bank {path}: {what}")
+
+    try:
+        with safe_open(path, framework="numpy") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                msg = f"{path} is not an xmodal memory bank (format {metadata.get('format')!r})"
+                raise ValueError(msg)
+            if "features" not in f.keys():
+                raise corrupt("the array 'features' is missing")
+            features = f.get_tensor("features")
+            indices = f.get_tensor("indices") if "indices" in f.keys() else None
+        config = json.loads(metadata.get("config", "null"))
+        statistics = json.loads(metadata["statistics"]) if "statistics" in metadata else None
+    except json.JSONDecodeError as exc:
+        raise corrupt(f"metadata is not valid JSON ({exc})") from exc
+    except ValueError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types for truncated/garbage files
+        text = str(exc).strip().splitlines()
+        raise corrupt(f"{type(exc).__name__}: {text[0] if text else ''}") from exc
+    dtype = metadata.get("dtype")
+    if dtype not in DTYPES or str(features.dtype) != dtype:
+        raise corrupt(f"dtype {dtype!r} with features of dtype {features.dtype}; expected one of {DTYPES}")
+    if features.ndim != 2 or 0 in features.shape:
+        raise corrupt(f"features must be a non-empty (N, D) matrix; got shape {features.shape}")
+    if not np.isfinite(features).all():
+        raise corrupt("features hold NaN or infinity")
+    if indices is not None and (indices.dtype.kind not in "iu" or indices.shape != (features.shape[0],)):
+        raise corrupt(f"indices must be ({features.shape[0]},) integers; got {indices.dtype} {indices.shape}")
+    if not isinstance(config, dict) or not (statistics is None or isinstance(statistics, dict)):
+        raise corrupt("the config/statistics metadata must be JSON objects")
+    return features, indices, metadata, config, statistics
 
 
 def _check_half_range(features) -> None:

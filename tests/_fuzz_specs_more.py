@@ -210,6 +210,30 @@ def _evaluate_reference(image_scores, image_labels, maps, masks):
             "AUPRO@30%": values[0.3], "AUPRO@10%": values[0.1], "AUPRO@5%": values[0.05], "AUPRO@1%": values[0.01]}
 
 
+def _evaluate_cfm(maps, masks):
+    from xmodal.metrics import evaluate_maps
+
+    return evaluate_maps(None, None, maps, masks, protocol="cfm")
+
+
+def _evaluate_cfm_valid(g: Gen):
+    kw = _metrics_valid(g)
+    return {"maps": np.abs(kw["maps"]) + np.float32(0.01) * np.abs(kw["maps"]).max(), "masks": kw["masks"]}
+
+
+def _evaluate_cfm_reference(maps, masks):
+    """CFM's normalisations in float64: AUPRO (99 thresholds) on psi / mean(psi[psi != 0]),
+    P-AUROC on psi / sqrt(mean(psi)), image score max(psi) / sqrt(mean(psi[psi != 0]))."""
+    means = np.array([m[m != 0].mean() for m in maps])
+    pro = maps / means[:, None, None]
+    pixel = maps / np.sqrt(maps.mean(axis=(1, 2)))[:, None, None]
+    scores = maps.reshape(len(maps), -1).max(1) / np.sqrt(means)
+    labels = masks.reshape(len(masks), -1).max(1) > 0
+    values = ref.aupro(pro, masks, num_thresholds=99)
+    return {"I-AUROC": ref.auroc(scores, labels), "P-AUROC": ref.auroc(pixel, masks),
+            "AUPRO@30%": values[0.3], "AUPRO@10%": values[0.1], "AUPRO@5%": values[0.05], "AUPRO@1%": values[0.01]}
+
+
 def _evaluate_compare(got, expected, kw):
     for key, value in expected.items():
         close(got[key], value, 1e-9, key)
@@ -228,6 +252,9 @@ def _bank_metrics_specs() -> list[Spec]:
         Spec("evaluate_maps", _evaluate, _metrics_valid, _evaluate_reference, _evaluate_compare,
              {"image_scores": "image_scores", "image_labels": "image_labels", "maps": "maps", "masks": "masks"},
              names=("scores", "labels"), torch_out=False, exact_any_finite=True),
+        # found by the fuzz: the cfm means overflowed for maps near float32's maximum
+        Spec("evaluate_maps (cfm)", _evaluate_cfm, _evaluate_cfm_valid, _evaluate_cfm_reference, _evaluate_compare,
+             {"maps": "maps", "masks": "masks"}, names=("scores", "labels"), torch_out=False, exact_any_finite=True),
     ]
 
 

@@ -64,3 +64,20 @@ def test_evaluate_maps_with_huge_and_tiny_finite_values_matches_the_reference():
         got = evaluate_maps(None, None, maps, masks)
         assert got["P-AUROC"] == pytest.approx(ref.auroc(maps, masks), abs=1e-12)
         assert got["AUPRO@30%"] == pytest.approx(ref.aupro(maps.astype(np.float64), masks)[0.3], abs=1e-9)
+
+
+@pytest.mark.parametrize(("scale", "dtype"), [(3e38, np.float32), (1.7e308, np.float64), (6e4, np.float16)])
+def test_cfm_protocol_with_maps_near_the_dtype_maximum(scale, dtype):
+    """Found by the fuzz: the cfm protocol's means overflowed to inf (every normalised map became
+    0, under filterwarnings=error a RuntimeWarning); float16 maps lost their order in float16."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((3, 8, 8), bool)
+    masks[1, 2:5, 2:5] = masks[2, 0:2, 6:8] = True
+    unit = rng.uniform(0.1, 1, (3, 8, 8))
+    unit[masks] += 0.5
+    expected = evaluate_maps(None, None, unit, masks, protocol="cfm")
+    maps = (unit / 1.5 * scale).astype(dtype)
+    for given in (maps, torch.from_numpy(maps)):
+        got = evaluate_maps(None, None, given, masks, protocol="cfm")
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value, abs=1e-9), key

@@ -34,3 +34,30 @@ def test_predict_rejects_meta_tensors(detector):
     s = _toy.sample(1)
     with pytest.raises(TypeError, match=r"^xyz must be a tensor on the CPU or a CUDA device"):
         detector.predict(rgb=s.rgb, xyz=torch.zeros(32, 32, 3, device="meta"))
+
+
+def test_cfm_refuses_a_cloud_without_a_valid_point():
+    """Found by the fuzz: an all-zero cloud made CFM score exactly 0 and say "good" (it scores
+    foreground pixels only). Now a one-line ValueError naming xyz."""
+    from xmodal.data import synthetic
+    from xmodal.methods import CFM
+
+    train = [synthetic.make_sample("puck", image_size=64, seed=i, split="train")[0] for i in range(3)]
+    det = CFM(backbones="offline", epochs=1, progress=False, calibration=0).fit(train)
+    good = train[0]
+    assert det.predict(good).score > 0
+    with pytest.raises(ValueError, match=r"^xyz of the sample has no valid point .*cfm scores the 3D foreground"):
+        det.predict(rgb=good.rgb, xyz=np.zeros_like(good.xyz))
+
+
+def test_methods_without_3d_accept_an_empty_cloud_and_3d_ones_do_not(detector):
+    s = _toy.sample(2)
+    empty = s.replace(xyz=np.zeros_like(s.xyz))
+    detector._check_points([empty])  # the toy (like PatchCore on RGB) does not read the cloud
+    detector.config["modality"] = "rgb+xyz"
+    try:
+        with pytest.raises(ValueError, match="has no valid point"):
+            detector._check_points([empty])
+        detector._check_points([s])
+    finally:
+        del detector.config["modality"]

@@ -202,6 +202,9 @@ class CFM(Detector):
         self.info["loss_per_epoch"] = [round(v, 6) for v in losses]
 
     # --- predict ----------------------------------------------------------------------------
+    def _uses_points(self) -> bool:
+        return True  # the discrepancies exist on foreground pixels only
+
     def _result(self, feats, i: int) -> AnomalyResult:
         import torch
 

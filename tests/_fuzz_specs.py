@@ -12,6 +12,7 @@ import xmodal
 from xmodal import reference as ref
 from xmodal.ops import (
     aupro,
+    aupro_bootstrap,
     auroc,
     auroc_nonzero,
     connected_components,
@@ -20,12 +21,16 @@ from xmodal.ops import (
     dbscan,
     estimate_normals,
     farthest_point_sample,
+    fpfh,
     greedy_coreset,
     group_points,
+    jl_dimension,
     knn,
     mlp,
+    organized_fpfh,
     points_to_grid,
     pro_curve,
+    projection_matrix,
     ransac_plane,
     three_nn_interpolate,
 )
@@ -226,6 +231,125 @@ def _pair_close(got, expected, kw):
     close(got[1], expected[1], 1e-4, "second output")
 
 
+def _bootstrap_valid(g: Gen):
+    kw = _pro_valid(g)
+    n = len(kw["maps"])
+    return {**kw, "multiplicity": g.rng.integers(0, 3, (g.int(1, 4, 3), n)).astype(np.int64)}
+
+
+def _bootstrap_reference(maps, masks, multiplicity):
+    out = []
+    for counts in multiplicity:
+        if counts.min() < 0 or not np.array_equal(counts, np.round(counts)):
+            raise ValueError("multiplicity must hold counts")
+        m, g = np.repeat(maps, counts.astype(int), 0), np.repeat(masks, counts.astype(int), 0)
+        if m.size == 0 or not g.any() or g.all():
+            out.append([np.nan] * 4)
+            continue
+        out.append(list(ref.aupro(m, g).values()))
+    return np.array(out).reshape(len(multiplicity), 4)
+
+
+def _bootstrap_compare(got, expected, kw):
+    got = np.asarray(got)
+    assert np.array_equal(np.isnan(got), np.isnan(expected)), "NaN rows differ"
+    close(np.nan_to_num(got), np.nan_to_num(expected), 1e-9, "aupro rows")
+
+
+def _normals_compare(normals, expected, points, k) -> None:
+    """Normals equal the reference's up to sign, except where the neighbourhood's two smallest
+    eigenvalues (nearly) coincide: then any vector of that eigenspace is right (docstring)."""
+    normals = np.asarray(normals, dtype=np.float64)
+    assert normals.shape == expected.shape, f"shape {normals.shape} != {expected.shape}"
+    differ = np.abs((normals * expected).sum(-1)) < 1 - 1e-3
+    p = np.asarray(points, dtype=np.float32).astype(np.float64)
+    for i in np.flatnonzero(differ):
+        rows = ref.fpfh_neighbourhoods(points, k)[i]
+        centred = p[rows] - p[rows].mean(axis=0)
+        ev = np.linalg.eigvalsh(centred.T @ centred / len(rows))
+        assert ev[1] - ev[0] <= 1e-5 * max(ev[2], 1e-300), f"normal {i} differs and is well-conditioned"
+
+
+def _fpfh_valid(g: Gen):
+    return {"points": g.normal(g.int(0, 60, 25), 3), "k": g.int(1, 30, 10)}
+
+
+def _fpfh_reference(points, k):
+    return ref.estimate_normals(points, max_nn=k)
+
+
+def _fpfh_compare(got, expected, kw):
+    """The normals against the reference's (up to sign, as estimate_normals), then the features
+    against the reference FPFH on the normals the op used (small random neighbourhoods make
+    normals ill-conditioned: comparing features on other normals would test the eigen-solver).
+    Rows may differ only where test_fpfh's tie analysis finds a binning decision within rounding
+    (the docstring's exception: bin edges, swap ties, undefined frames). The fuzz met them with
+    k >= N - 1 on tiny clouds, where many points share one neighbourhood and so one normal."""
+    features, normals = (np.asarray(a, dtype=np.float64) for a in got)
+    points = kw["points"] if "points" in kw else kw["xyz"].reshape(-1, 3)[kw["_index"]]
+    if len(points) == 0:
+        assert features.shape == (0, 33), f"shape {features.shape}"
+        return
+    _normals_compare(normals, expected, points, kw["k"])
+    from .test_fpfh import fpfh_fragile
+
+    normals = normals.astype(np.float32)
+    reference = ref.fpfh(points, normals, max_nn=kw["k"])
+    assert features.shape == reference.shape, f"shape {features.shape} != {reference.shape}"
+    bad = np.abs(features - reference).max(axis=1) > 1e-3
+    fragile = fpfh_fragile(points.astype(np.float32), normals, ref.fpfh_neighbourhoods(points, kw["k"]))
+    assert not (bad & ~fragile).any(), f"{int((bad & ~fragile).sum())} of {len(bad)} rows differ, not at a tie"
+
+
+def _organized_valid(g: Gen):
+    h, w = g.int(2, 12, 6), g.int(2, 12, 7)
+    xyz = g.normal(h, w, 3)
+    xyz[g.rng.random((h, w)) < 0.3] = 0  # missing points
+    return {"xyz": xyz, "k": g.int(1, 20, 8)}
+
+
+def _organized_reference(xyz, k):
+    flat = xyz.reshape(-1, 3)
+    index = np.flatnonzero(np.all(flat != 0, axis=1))
+    return _fpfh_reference(flat[index], k), index
+
+
+def _organized_compare(got, expected, kw):
+    equal(got[0].pixel_index, expected[1], "pixel_index")
+    _fpfh_compare((got[0].features, got[1]), expected[0], {**kw, "_index": expected[1]})
+
+
+def _organized(xyz, k):
+    """organized_fpfh and the normals of its valid points (for the comparison)."""
+    result = organized_fpfh(xyz, k=k)
+    xyz = xyz if hasattr(xyz, "reshape") else np.asarray(xyz, dtype=np.float32)
+    valid = xyz.reshape(-1, 3)[result.pixel_index.cpu().numpy() if hasattr(result.pixel_index, "cpu")
+                               else result.pixel_index]
+    return result, estimate_normals(valid, k=k)
+
+
+def _jl_reference(num_samples, eps):
+    from sklearn.random_projection import johnson_lindenstrauss_min_dim
+
+    return int(johnson_lindenstrauss_min_dim(num_samples, eps=eps))
+
+
+def _projection(num_samples, dim, projection, proj_dim, seed=0):
+    return projection_matrix(num_samples, dim, projection, proj_dim, np.random.default_rng(seed))
+
+
+def _projection_reference(num_samples, dim, projection, proj_dim, seed=0):
+    return None if projection == "linear" and proj_dim >= dim else (min(proj_dim, dim), dim)
+
+
+def _projection_compare(got, expected, kw):
+    if expected is None:
+        assert got is None, "a projection that does not reduce the dimension"
+        return
+    assert got.shape == expected and got.dtype == np.float32, f"{got.shape} {got.dtype}"
+    assert np.all(np.abs(got) <= 1 / np.sqrt(kw["dim"])), "entries beyond +-1/sqrt(dim)"
+
+
 def _ops_specs() -> list[Spec]:
     return [
         Spec("knn", knn, _knn_valid, ref.knn, _knn_compare, {"queries": "queries", "bank": "bank"},
@@ -255,6 +379,22 @@ def _ops_specs() -> list[Spec]:
         Spec("aupro", aupro, _pro_valid, ref.aupro, _aupro_compare, {"maps": "maps", "masks": "masks"},
              {"limits": [0, -0.1, 1.5, float("nan"), "0.3", []], "num_thresholds": [1, 2.5]}, torch_out=False,
              exact_any_finite=True),
+        Spec("aupro_bootstrap", aupro_bootstrap, _bootstrap_valid, _bootstrap_reference, _bootstrap_compare,
+             {"maps": "maps", "masks": "masks", "multiplicity": "multiplicity"}, {"num_thresholds": [1, 2.5]},
+             torch_out=False),
+        Spec("fpfh", lambda points, k: fpfh(points, k=k, return_normals=True), _fpfh_valid, _fpfh_reference,
+             _fpfh_compare, {"points": "points"}, {"k": BAD_COUNTS[:-1]}),
+        Spec("organized_fpfh", _organized, _organized_valid, _organized_reference,
+             _organized_compare, {"xyz": "xyz"}, {"k": BAD_COUNTS[:-1]}),
+        Spec("jl_dimension", jl_dimension, lambda g: {"num_samples": g.int(1, 10**7, 200000), "eps": 0.9},
+             _jl_reference, lambda got, exp, kw: equal(got, exp, "dimension"), {},
+             {"num_samples": [0, -3, 2.5, "10", None, True], "eps": [0, 1, 1.5, -0.1, float("nan"), "0.9"]}),
+        Spec("projection_matrix", _projection,
+             lambda g: {"num_samples": g.int(1, 10**6, 1000), "dim": g.int(1, 512, 64),
+                        "projection": "linear", "proj_dim": g.int(1, 256, 16)},
+             _projection_reference, _projection_compare, {},
+             {"num_samples": [0, -1, 2.5], "dim": [0, -1, 1.5, None], "projection": ["dense", 3],
+              "proj_dim": [0, -2, "16"]}),
         Spec("connected_components", connected_components, lambda g: {"masks": _pro_valid(g)["masks"]},
              _ccl_reference, _ccl_compare, {"masks": "masks"}),
         Spec("ransac_plane", ransac_plane, _ransac_valid, ref.ransac_plane, _ransac_compare, {"points": "points"},
@@ -266,8 +406,7 @@ def _ops_specs() -> list[Spec]:
         Spec("estimate_normals", lambda points, k: estimate_normals(points, k=k),
              lambda g: {"points": g.normal(g.int(0, 80, 30), 3), "k": g.int(1, 40, 10)},
              lambda points, k: ref.estimate_normals(points, max_nn=k),
-             lambda got, exp, kw: close(np.abs((np.asarray(got, np.float64) * exp).sum(-1)),
-                                        np.ones(len(exp)), 1e-3, "|cos| to the reference normal"),
+             lambda got, exp, kw: _normals_compare(got, exp, kw["points"], kw["k"]),
              {"points": "points"}, {"k": BAD_COUNTS[:-1]}),
         Spec("points_to_grid", points_to_grid, _grid_valid, ref.points_to_grid,
              lambda got, exp, kw: close(got, exp, 1e-5), {"features": "features", "pixel_index": "pixel_index"},

@@ -12,12 +12,15 @@ from tests import _fuzz
 from tests._fuzz_specs import _ransac_compare, specs
 from xmodal import reference as ref
 from xmodal.ops import (
+    aupro_bootstrap,
     auroc,
     connected_components,
     crossmodal_discrepancy,
     group_points,
+    jl_dimension,
     knn,
     mlp,
+    projection_matrix,
     ransac_plane,
 )
 
@@ -31,7 +34,6 @@ def test_every_op_case_is_a_reference_result_or_a_named_error():
         # result types and helpers without arrays of their own: covered through the ops above
         "CrossmodalDiscrepancy", "Groups", "KnnResult", "LinearParams", "OrganizedFeatures", "PlaneResult",
         "GaussianStats", "cholesky_factors", "mahalanobis", "fold_linear_batchnorm", "fold_linears",  # "gaussian"
-        "aupro_bootstrap", "fpfh", "organized_fpfh", "jl_dimension", "projection_matrix",  # not fuzzed yet
     }
     assert public <= covered, f"ops without fuzz cases: {sorted(public - covered)}"
 
@@ -166,3 +168,48 @@ def test_ransac_seven_points_differ_from_the_reference_only_by_a_tie():
     wrong = got._replace(inliers=np.roll(got.inliers, 1))
     with pytest.raises(AssertionError):
         _ransac_compare(wrong, expected, kw)  # ...and the tie check can fail
+
+
+@pytest.mark.parametrize(("args", "error", "match"), [
+    ((0,), ValueError, r"^num_samples must be in \[1, inf\]; got 0"),
+    (("10",), TypeError, r"^num_samples must be an int"),
+    ((100, 0), ValueError, r"^eps must be a finite number in \(0, 1\)"),
+    ((100, 1.5), ValueError, r"^eps must be"),
+])
+def test_jl_dimension_validates_instead_of_dividing_by_zero(args, error, match):
+    with pytest.raises(error, match=match):
+        jl_dimension(*args)
+
+
+def test_jl_dimension_equals_sklearn():
+    from sklearn.random_projection import johnson_lindenstrauss_min_dim
+
+    for n in (1, 2, 1000, 200_000, 10**9):
+        for eps in (0.1, 0.5, 0.9):
+            assert jl_dimension(n, eps) == int(johnson_lindenstrauss_min_dim(n, eps=eps))
+
+
+def test_projection_matrix_validates_its_arguments():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"^dim must be in \[1, inf\]; got 0"):
+        projection_matrix(10, 0, "linear", 4, rng)
+    with pytest.raises(TypeError, match=r"^rng must be a numpy Generator"):
+        projection_matrix(10, 8, "linear", 4, 0)
+    assert projection_matrix(10, 8, "linear", 4, rng).shape == (4, 8)
+
+
+@pytest.mark.parametrize(("multiplicity", "error", "match"), [
+    (np.array([[1.5, 1.0]]), TypeError, "multiplicity must hold integer counts; got dtype float64"),
+    (np.array([[1, -1]]), ValueError, r"multiplicity must hold counts in \[0, 2\*\*31\)"),
+    (np.array([[2**33, 1]]), ValueError, r"multiplicity must hold counts in \[0, 2\*\*31\)"),
+    (np.array([[1j, 1]]), TypeError, "multiplicity must hold integer counts"),
+    (None, TypeError, "multiplicity must hold integer counts; got dtype object"),
+])
+def test_aupro_bootstrap_refuses_counts_it_would_truncate(multiplicity, error, match):
+    maps = np.random.default_rng(0).normal(size=(2, 6, 6))
+    masks = np.zeros((2, 6, 6), bool)
+    masks[0, 1:3, 1:3] = True
+    with pytest.raises(error, match=match):
+        aupro_bootstrap(maps, masks, multiplicity)
+    exact = aupro_bootstrap(maps, masks, np.array([[1.0, 1.0]]))  # integral floats are counts
+    np.testing.assert_array_equal(exact, aupro_bootstrap(maps, masks, np.array([[1, 1]])))

@@ -50,12 +50,14 @@ def jl_dimension(num_samples: int, eps: float = 0.9) -> int:
     (anomalib and M3DM use eps = 0.9: 301 dimensions for 200,000 rows).
 
     Args:
-        num_samples: number of rows to project, >= 2.
+        num_samples: number of rows to project, >= 1 (1 gives 0, as sklearn).
         eps: distortion, in (0, 1).
 
     Returns:
         The target dimension (int).
     """
+    num_samples = _arrays.positive_int(num_samples, "num_samples")
+    eps = _arrays.number(eps, "eps", minimum=0, maximum=1, low_open=True, high_open=True)
     denominator = eps**2 / 2 - eps**3 / 3
     return int(4 * math.log(num_samples) / denominator)
 
@@ -82,6 +84,12 @@ def projection_matrix(num_samples: int, dim: int, projection, proj_dim: int, rng
         (out_dim, dim) float32 numpy array, or None.
     """
     _arrays.one_of(projection, "projection", PROJECTIONS)
+    num_samples = _arrays.positive_int(num_samples, "num_samples")
+    dim = _arrays.positive_int(dim, "dim")
+    proj_dim = _arrays.positive_int(proj_dim, "proj_dim")
+    if not isinstance(rng, np.random.Generator):
+        msg = f"rng must be a numpy Generator (numpy.random.default_rng(seed)); got {type(rng).__name__}"
+        raise TypeError(msg)
     if projection is None:
         return None
     if projection == "sparse":

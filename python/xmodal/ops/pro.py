@@ -107,7 +107,7 @@ def aupro_bootstrap(maps, masks, multiplicity, limits=(0.3, 0.1, 0.05, 0.01), nu
     arrays = _collect(maps, masks)
     t = _maps.num_thresholds_arg(num_thresholds)
     values = _maps.limits_arg(limits)
-    m = np.ascontiguousarray(multiplicity, dtype=np.int32)
+    m = _multiplicity(multiplicity)
     if m.ndim != 2 or m.shape[1] != arrays.num_images:
         msg = f"multiplicity must have shape (B, {arrays.num_images}); got {tuple(m.shape)}"
         raise ValueError(msg)
@@ -116,3 +116,23 @@ def aupro_bootstrap(maps, masks, multiplicity, limits=(0.3, 0.1, 0.05, 0.01), nu
     out = np.empty((m.shape[0], values.size), dtype=np.float64)
     C.aupro_bootstrap_cpu(_maps.as_batches(scores), _maps.as_batches(masks_host), t, values, m, out)
     return out
+
+
+def _multiplicity(multiplicity) -> np.ndarray:
+    """The resample counts as C-contiguous int32, checked: integers (or integral floats) in
+    [0, 2**31), never silently truncated or wrapped."""
+    if _arrays.is_torch(multiplicity):
+        _arrays.check_device(multiplicity, "multiplicity")
+        multiplicity = multiplicity.detach().cpu().numpy()
+    try:
+        m = np.asarray(multiplicity)
+    except (TypeError, ValueError) as exc:
+        msg = f"multiplicity must be a (B, num_images) integer array; got {type(multiplicity).__name__}"
+        raise TypeError(msg) from exc
+    if m.dtype.kind not in "iuf" or (m.dtype.kind == "f" and not np.array_equal(m, np.round(m))):
+        msg = f"multiplicity must hold integer counts; got dtype {m.dtype}"
+        raise TypeError(msg)
+    if m.size and (m.min() < 0 or m.max() >= 2**31):
+        msg = f"multiplicity must hold counts in [0, 2**31); got values from {m.min()} to {m.max()}"
+        raise ValueError(msg)
+    return np.ascontiguousarray(m, dtype=np.int32)

@@ -28,7 +28,7 @@ torch = pytest.importorskip("torch")
 
 
 def test_every_op_case_is_a_reference_result_or_a_named_error():
-    rows = _fuzz.assert_clean("ops", hypothesis=20, min_cases=900)
+    rows = _fuzz.assert_clean("ops", hypothesis=12, min_cases=1100)
     covered = {r["spec"] for r in rows}
     public = set(xmodal.ops.__all__) - {
         # result types and helpers without arrays of their own: covered through the ops above

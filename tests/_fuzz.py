@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = ("ops", "gaussian", "bank_metrics", "predict")
+GROUPS = ("ops", "gaussian", "bank_metrics", "predict", "files")
 SEED = 20261202
 
 
@@ -423,6 +423,16 @@ def run_group(group: str, emit: Callable[[str], None] | None = None) -> list[Out
     """Runs every table case of ``group``; ``emit`` gets a line before each case (crash locator)."""
     from tests import _fuzz_specs
 
+    if group == "files":  # damaged files against the readers: tests/_fuzz_files.py
+        from tests import _fuzz_files
+
+        if emit:
+            emit(json.dumps({"start": ["files", "-", "-"]}))
+        out = _fuzz_files.file_rows()
+        for outcome in out:
+            if emit:
+                emit(json.dumps(outcome.row()))
+        return out
     out = []
     for spec in _fuzz_specs.specs(group):
         for arg, mutation, kwargs in cases(spec):
@@ -538,7 +548,7 @@ def main(argv=None) -> int:
 
         for group in groups:
             run_group(group, emit)
-            if args.hypothesis:
+            if args.hypothesis and group != "files":
                 for failure in property_check(group, args.hypothesis):
                     print(json.dumps({"spec": failure.split(":")[0], "arg": "-", "mutation": "random valid draw",
                                       "kind": "result", "message": failure, "defect": failure}), flush=True)

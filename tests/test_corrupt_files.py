@@ -17,7 +17,7 @@ from xmodal.data._files import DatasetError, read_gt, read_rgb, read_sample_file
 
 torch = pytest.importorskip("torch")
 
-from tests import _toy  # noqa: E402
+from tests import _fuzz, _toy  # noqa: E402
 from xmodal.cli import main  # noqa: E402
 
 
@@ -248,3 +248,9 @@ def test_xmodal_load_with_a_damaged_config_names_it(toy_model, tmp_path, how):
     with _toy.loadable(), pytest.raises(ValueError, match=r"config\.json") as exc:
         load(path)
     _one_line_naming(exc, path)
+
+
+def test_every_damaged_file_case_of_the_fuzz_table_is_one_line_naming_the_file():
+    rows = _fuzz.assert_clean("files", min_cases=40)
+    assert {r["spec"] for r in rows} == {"read_rgb", "read_gt", "read_xyz", "read_sample_files", "MemoryBank.load",
+                                        "xmodal.load"}

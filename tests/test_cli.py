@@ -176,14 +176,14 @@ def test_version(capsys):
 def test_choices_are_the_library_constants():
     from xmodal.methods import method_names
     from xmodal.methods._backbones import CHOICES
-    from xmodal.methods.options import MODALITIES
+    from xmodal.methods.options import IMAGE_MODALITIES, MODALITIES
     from xmodal.metrics import PROTOCOLS
 
     _, commands = _subcommands()
     options = {a.dest: a for a in commands["fit"]._actions}
     assert list(options["method"].choices) == method_names()
     assert {"cfm", "patchcore", "btf"} <= set(method_names())
-    assert tuple(options["modality"].choices) == tuple(MODALITIES)
+    assert tuple(options["modality"].choices) == tuple(dict.fromkeys((*MODALITIES, *IMAGE_MODALITIES)))
     assert tuple(options["backbones"].choices) == CHOICES
     assert tuple({a.dest: a for a in commands["test"]._actions}["protocol"].choices) == tuple(PROTOCOLS)
 

@@ -23,7 +23,7 @@ DEMO_SIZES = {  # categories, train, validation (calibration), test per defect, 
     "small": (("puck", "ring"), 12, 12, 3, 200, 50),  # CFM's 50 epochs: 20 left edge false alarms
 }
 REPORT_FORMAT = "xmodal-report/1"
-MODALITY_METHODS = ("patchcore", "btf")  # methods that take modality= (rgb, xyz, rgb+xyz)
+MODALITY_METHODS = ("patchcore", "btf", "padim")  # methods that take modality= (rgb, xyz, rgb+xyz / rgb, depth)
 
 
 class UserError(Exception):
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .methods import method_names
     from .methods._backbones import CHOICES as BACKBONES
-    from .methods.options import MODALITIES
+    from .methods.options import IMAGE_MODALITIES, MODALITIES
     from .metrics import PROTOCOLS
 
     parser = _Parser(prog="xmodal", description="Multimodal (RGB + 3D) industrial anomaly detection.")
@@ -90,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--dataset", choices=DATASETS, default="mvtec3d",
                      help="layout of --data: mvtec3d (default) or eyecandies (after convert-eyecandies)")
     fit.add_argument("--epochs", type=_positive, default=None, help="CFM only: training epochs (default 50)")
-    fit.add_argument("--modality", choices=tuple(MODALITIES), default=None,
-                     help="PatchCore and BTF: which features to use (default rgb+xyz; BTF's xyz needs no weights)")
+    fit.add_argument("--modality", choices=tuple(dict.fromkeys((*MODALITIES, *IMAGE_MODALITIES))), default=None,
+                     help="PatchCore and BTF: which features to use (default rgb+xyz; BTF's xyz needs no weights); "
+                          "PaDiM: rgb (default) or depth")
     fit.add_argument("--max-train", type=_positive, default=None, help="use the first N training samples only")
     fit.add_argument("--calibration", type=float, default=None,
                      help="share of the training images held out to calibrate the threshold when the dataset has "

@@ -196,7 +196,7 @@ def test_every_option_has_help_and_seed_only_where_it_acts():
     with_seed = {name for name, sub in commands.items() if any(a.dest == "seed" for a in sub._actions)}
     assert with_seed == {"fit", "demo"}
     with_device = {name for name, sub in commands.items() if any(a.dest == "device" for a in sub._actions)}
-    assert with_device == {"fit", "test", "predict", "demo"}
+    assert with_device == {"fit", "test", "predict", "demo", "benchmark"}
 
 
 def test_device_is_honoured_by_test_and_predict(model, dataset, tmp_path, capsys, monkeypatch):

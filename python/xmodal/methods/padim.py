@@ -132,11 +132,15 @@ class PaDiMExtractor:
         return normalize(x, self.network)
 
     def __call__(self, batch: list):
-        """(B, grid * grid, d) float32 contiguous channels-last embeddings, on the device."""
+        """(B, grid * grid, d) float32 contiguous channels-last embeddings of Samples, on the device."""
+        return self.embed(self.images(batch))
+
+    def embed(self, images):
+        """(B, h * w, d) embeddings of (B, 3, H, W) normalised images (h, w: the first map's size)."""
         import torch
         import torch.nn.functional as F
 
-        maps = list(self.network(self.images(batch)).values())
+        maps = list(self.network(images).values())
         size = maps[0].shape[-2:]
         parts = []
         for stage, index in zip(maps, self._per_map, strict=True):
@@ -219,11 +223,15 @@ class PaDiM(Detector):
                               weights_dir=c["weights_dir"], random_weights=c["random_weights"], seed=c["seed"])
 
     def _features(self, batch: list) -> Distances:
+        return self._distances(self.extractor.images(batch))
+
+    def _distances(self, images) -> Distances:
+        """The Mahalanobis grids of (B, 3, 224, 224) normalised images (what benchmarks time)."""
         from .. import ops
 
-        x = self.extractor(batch)
+        x = self.extractor.embed(images)
         side = self.extractor.grid
-        return Distances(ops.mahalanobis(x, self.mean, self.factors).reshape(len(batch), side, side))
+        return Distances(ops.mahalanobis(x, self.mean, self.factors).reshape(images.shape[0], side, side))
 
     # --- fit --------------------------------------------------------------------------------
     def _fit(self, samples) -> None:

@@ -77,6 +77,8 @@ def test_every_method_and_category_gives_every_table(full_run):
     assert document["format"] == FORMAT and document["status"] == "finished" and is_benchmark_dir(out)
     assert len(document["jobs"]) == len(methods) * len(CATEGORIES) and document["machine"]["cores"] >= 1
     assert "## Accuracy" in (out / "benchmark.md").read_text()
+    summary = (out / "summary.md").read_text().splitlines()
+    assert [line.split(" | ")[0] for line in summary[2:]] == [f"| {m}" for m in methods]
 
 
 def test_averages_are_the_mean_over_categories(full_run):

@@ -13,6 +13,8 @@ bootstrap intervals, and time every test image after a warm-up. The output folde
   beyond the backbone; the machine, torch and xmodal versions and the commit;
 - ``figure1.png``: accuracy against ms per image, one point per method (needs matplotlib:
   ``pip install 'xmodal[plot]'``);
+- ``summary.md``: one line per method (average accuracy, ms per image, images/s, fit time,
+  model size);
 - ``benchmark.md`` (all of it), ``benchmark.json`` (every job's result, the settings, the
   machine) and ``jobs/<method>/<category>/result.json``.
 
@@ -251,7 +253,9 @@ def _write_reports(folder: Path, results: dict, settings: dict, machine_facts: d
     accuracy = _tables.accuracy_markdown(results, methods, categories, settings) + _tables.failures_markdown(results)
     rows = _tables.efficiency(results, methods)
     speed = _tables.efficiency_markdown(rows, machine_facts)
+    summary = _tables.summary_markdown(results, methods, categories, rows)
     files = [_write_text(folder / "accuracy.md", accuracy), _write_text(folder / "efficiency.md", speed),
+             _write_text(folder / "summary.md", summary),
              _write_text(folder / "accuracy.csv", _csv(_tables.accuracy_rows(results))),
              _write_text(folder / "efficiency.csv", _csv([{k: v for k, v in r.items() if k != "backbones"}
                                                          for r in rows]))]
@@ -269,8 +273,9 @@ def _write_reports(folder: Path, results: dict, settings: dict, machine_facts: d
             figure = "\n(figure1.png not drawn: matplotlib is not installed; pip install 'xmodal[plot]')\n"
     title = (f"# xmodal benchmark\n\n{len(methods)} methods x {len(categories)} categories of {settings['data']} "
              f"({settings['dataset']} layout), protocol {settings['protocol']}.\n")
-    files.append(_write_text(folder / "benchmark.md", "\n\n".join(
-        [title, "## Accuracy\n\n" + accuracy, "## Efficiency\n\n" + speed + figure])))
+    sections = [title, "## Summary (averages over the categories)\n\n" + summary, "## Accuracy\n\n" + accuracy,
+                "## Efficiency\n\n" + speed + figure]
+    files.append(_write_text(folder / "benchmark.md", "\n\n".join(sections)))
     _write_json(folder / MARKER, _document(results, settings, machine_facts, status="running"))
     return files
 

@@ -187,3 +187,22 @@ def efficiency_markdown(rows: list[dict], machine_facts: dict) -> str:
             "(memory banks, Gaussians, trained networks; the study's Table 3 counts trained weights only, so "
             f"PatchCore's bank is 0 there). Machine: {machine_line(machine_facts)}.")
     return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def summary_markdown(results: dict, methods: list[str], categories: list[str], rows: list[dict]) -> str:
+    """One line per method: the average accuracy and the speed and size figures (``summary.md``,
+    what a "which method for my line" section quotes)."""
+    means = {metric: averages(results, methods, categories, metric) for metric in SHOWN}
+    speed = {r["method"]: r for r in rows}
+    lines = ["| Method | " + " | ".join(SHOWN) + " | ms/image (median) | images/s | fit (s) | model (MiB) |",
+             "|---|" + "---:|" * (len(SHOWN) + 4)]
+    for m in methods:
+        cells = [("—" if means[metric][m][1] == 0 else f"{means[metric][m][0]:.3f}") for metric in SHOWN]
+        r = speed.get(m, {})
+        if r.get("categories"):
+            cells += [f"{r['ms_median']:.1f}", f"{r['images_per_second']:.1f}", f"{r['fit_seconds']:.1f}",
+                      _mib(r["model_bytes"])]
+        else:
+            cells += ["—"] * 4
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -194,6 +194,14 @@ def test_depth_modality_scores_the_depth_image(train_samples):
     assert det.extractor.modality == "depth"
 
 
+def test_image_size_sets_the_grid(train_samples):
+    det = PaDiM(backbones="offline", n_features=D, image_size=112, progress=False, calibration=0)
+    det.fit(train_samples[:3])
+    assert det.mean.shape == (28 * 28, D) and det.extractor.grid == 28
+    res = det.predict(train_samples[0])
+    assert res.extras["grid"].shape == (28, 28) and res.map.shape == (224, 224)
+
+
 def test_paper_backbone_with_random_weights(train_samples):
     det = PaDiM(backbones="paper", random_weights=True, progress=False, calibration=0, n_features=32)
     det.fit(train_samples[:3])
@@ -228,6 +236,7 @@ def test_command_line(tmp_path, capsys):
     ({"n_features": 2.5}, TypeError, "n_features must be an int"),
     ({"regularization": -1}, ValueError, "regularization must be"),
     ({"sigma": "4"}, TypeError, "sigma must be a number"),
+    ({"image_size": 16}, ValueError, "image_size must be"),
     ({"batch_size": 0}, ValueError, "batch_size must be"),
     ({"device": "gpu"}, ValueError, "device must be"),
     ({"num_group": 4}, TypeError, "unexpected keyword argument 'num_group'"),

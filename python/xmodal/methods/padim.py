@@ -31,9 +31,11 @@ Differences from the reference code, on purpose:
 
 - The channel subset is drawn with numpy's generator from ``seed`` and kept sorted (the
   Mahalanobis distance does not depend on the channel order); the paper and anomalib draw it
-  with Python's ``random.sample``, so the subsets differ for the same seed number.
-- Images are resized to 224 x 224; the paper resizes to 256 and centre-crops 224, anomalib 2.7
-  resizes to 256 x 256.
+  (the paper's code with Python's ``random.sample``, anomalib 2.7 with ``torch.randperm``), so the
+  subsets differ for the same seed number.
+- Images are resized to ``image_size`` (224) squared; the paper resizes to 256 and centre-crops
+  224, anomalib 2.7 resizes to 256 x 256. The map is always 224 x 224 (anomalib's: the input
+  size), blurred there.
 - ``modality="depth"`` (an extension): the same network reads the depth image of the organized
   cloud (:func:`xmodal.data.preprocess.depth_image`), as BridgeNet reads depth with an RGB CNN.
 """
@@ -51,7 +53,7 @@ from ._backbones import resolve
 from .base import AnomalyResult, Detector, register
 from .options import IMAGE_MODALITIES
 
-INPUT_SIZE = 224
+INPUT_SIZE = 224  # default network input side
 COVARIANCES = ("full", "shared")
 # backbone choice -> (network, its feature maps, their channels, default d)
 NETWORKS = {
@@ -74,12 +76,13 @@ class PaDiMExtractor:
         network: "wide_resnet50_2" or "efficientnet_lite0".
         channels: (d,) sorted indices into the concatenated channels of the network's maps.
         modality: "rgb" or "depth".
+        image_size: side of the square network input.
         device, weights_dir, random_weights, seed: where the network runs, where its weights are
             found, or random weights drawn from ``seed`` (tests and benchmarks only).
     """
 
-    def __init__(self, network: str, channels: np.ndarray, modality: str, *, device="cpu", weights_dir=None,
-                 random_weights: bool = False, seed: int = 0):
+    def __init__(self, network: str, channels: np.ndarray, modality: str, *, image_size: int = INPUT_SIZE,
+                 device="cpu", weights_dir=None, random_weights: bool = False, seed: int = 0):
         import torch
 
         from ..backbones import create
@@ -90,7 +93,7 @@ class PaDiMExtractor:
             self.network = create(network, weights=None if random_weights else "auto", weights_dir=weights_dir,
                                   **maps)
         self.network = self.network.to(device).eval()
-        self.name, self.modality, self.device = network, modality, device
+        self.name, self.modality, self.device, self.image_size = network, modality, device, image_size
         self.channels = np.asarray(channels, dtype=np.int64)
         total = int(sum(self.network.out_channels))
         if self.channels.size and int(self.channels.max()) >= total:
@@ -108,7 +111,7 @@ class PaDiMExtractor:
     @property
     def grid(self) -> int:
         """Side of the feature grid (the first map's: 56 at 224 x 224)."""
-        return -(-INPUT_SIZE // int(self.network.strides[0]))
+        return -(-self.image_size // int(self.network.strides[0]))
 
     def describe(self) -> dict:
         report = getattr(self.network, "load_report", None)
@@ -117,17 +120,17 @@ class PaDiMExtractor:
                 "weights": report.path if report is not None else "random"}
 
     def images(self, batch: list):
-        """(B, 3, 224, 224) normalised network input of the RGB or depth images."""
+        """(B, 3, image_size, image_size) normalised network input of the RGB or depth images."""
         import torch
 
         from ..backbones import normalize
         from ..data.preprocess import depth_image, resize_organized, resize_rgb
 
         if self.modality == "rgb":
-            arrays = [resize_rgb(s.rgb, INPUT_SIZE).astype(np.float32) / 255.0 for s in batch]
+            arrays = [resize_rgb(s.rgb, self.image_size).astype(np.float32) / 255.0 for s in batch]
         else:
-            arrays = [np.repeat(depth_image(resize_organized(s.xyz, INPUT_SIZE), background="auto")[0][..., None], 3,
-                                axis=2).astype(np.float32) for s in batch]
+            depths = [depth_image(resize_organized(s.xyz, self.image_size), background="auto")[0] for s in batch]
+            arrays = [np.repeat(d[..., None], 3, axis=2).astype(np.float32) for d in depths]
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(self.device)
         return normalize(x, self.network)
 
@@ -175,6 +178,7 @@ class PaDiM(Detector):
             covariance for every position: d x d memory).
         regularization: added to every covariance's diagonal (the paper: 0.01).
         sigma: Gaussian smoothing of the 224 x 224 map (the paper: 4; 0: none).
+        image_size: side of the square network input (the paper: 224; the grid is a quarter of it).
         weights_dir: folder with the WideResNet-50 weight file (else ``$XMODAL_WEIGHTS``).
         device: "cpu" or "cuda[:N]": the network and the Mahalanobis kernel.
         batch_size: images per batch.
@@ -188,7 +192,8 @@ class PaDiM(Detector):
     method = "padim"
 
     def __init__(self, modality: str = "rgb", backbones: str = "auto", n_features=None, covariance: str = "full",
-                 regularization: float = 0.01, sigma: float = 4.0, weights_dir=None, device: str = "cpu",
+                 regularization: float = 0.01, sigma: float = 4.0, image_size: int = INPUT_SIZE, weights_dir=None,
+                 device: str = "cpu",
                  batch_size: int = 8, seed: int = 0, calibration: float = 0.1, progress: bool = True,
                  random_weights: bool = False, **legacy):
         from .options import POINTMAE_KEYS, reject_unknown
@@ -205,7 +210,8 @@ class PaDiM(Detector):
         super().__init__(modality=modality, n_features=integer(n_features, "n_features", minimum=1, allow_none=True),
                          covariance=covariance,
                          regularization=number(regularization, "regularization", minimum=0),
-                         sigma=number(sigma, "sigma", minimum=0), **common)
+                         sigma=number(sigma, "sigma", minimum=0),
+                         image_size=integer(image_size, "image_size", minimum=32, maximum=1024), **common)
         self.mean = None  # (P, d) float32 torch tensor on the device
         self.factors = None  # (P or 1, d(d+1)/2) float32 packed Cholesky factors, on the device
         self.channels: np.ndarray | None = None
@@ -219,14 +225,15 @@ class PaDiM(Detector):
 
     def _build_extractor(self) -> PaDiMExtractor:
         c = self.config
-        return PaDiMExtractor(self.info["backbone_spec"]["network"], self.channels, c["modality"], device=c["device"],
+        return PaDiMExtractor(self.info["backbone_spec"]["network"], self.channels, c["modality"],
+                              image_size=c.get("image_size", INPUT_SIZE), device=c["device"],
                               weights_dir=c["weights_dir"], random_weights=c["random_weights"], seed=c["seed"])
 
     def _features(self, batch: list) -> Distances:
         return self._distances(self.extractor.images(batch))
 
     def _distances(self, images) -> Distances:
-        """The Mahalanobis grids of (B, 3, 224, 224) normalised images (what benchmarks time)."""
+        """The Mahalanobis grids of (B, 3, image_size, image_size) normalised images (what benchmarks time)."""
         from .. import ops
 
         x = self.extractor.embed(images)

@@ -69,8 +69,8 @@ def test_folded_heads_through_mlp_equal_the_modules(blocks, bias):
         expected = heads(x).numpy()
     weights, biases = _heads.fold_heads(heads)
     assert len(weights) == blocks + 1 and weights[0].shape == (40 if blocks else 1, 48)
-    got = mlp(x.numpy(), weights, biases, activation="leaky_relu", negative_slope=0.3, output_activation="sigmoid")
-    np.testing.assert_allclose(got[:, 0], expected, atol=2e-6)
+    got = mlp(x, weights, biases, activation="leaky_relu", negative_slope=0.3, output_activation="sigmoid")
+    np.testing.assert_allclose(got[:, 0].numpy(), expected, atol=2e-6)
 
 
 def test_heads_initialisation_and_shapes():

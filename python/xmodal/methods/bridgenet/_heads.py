@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -53,8 +52,8 @@ class Heads(nn.Module):
         return self.discriminator(self.adaptor(joint))[:, 0]
 
 
-def fold_heads(heads: Heads) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
-    """(weights, biases) float32 of the folded heads for :func:`xmodal.ops.mlp`: the adaptor
+def fold_heads(heads: Heads) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """(weights, biases) float32 tensors (the heads' device) of the folded heads for :func:`xmodal.ops.mlp`: the adaptor
     folded into the first Linear, each BatchNorm (eval statistics) into its Linear."""
     from ...ops import fold_linear_batchnorm, fold_linears
 
@@ -67,8 +66,8 @@ def fold_heads(heads: Heads) -> tuple[list[np.ndarray], list[np.ndarray | None]]
         if i < len(norms):
             params = fold_linear_batchnorm(params, norms[i])
         w, b = params
-        weights.append(w.detach().cpu().numpy().astype(np.float32))
-        biases.append(None if b is None else b.detach().cpu().numpy().astype(np.float32))
+        weights.append(w.detach().float().contiguous())
+        biases.append(None if b is None else b.detach().float().contiguous())
     return weights, biases
 
 

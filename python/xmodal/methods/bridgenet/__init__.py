@@ -270,18 +270,27 @@ class BridgeNet(Detector):
 
         with torch.random.fork_rng(devices=[]):
             heads = self._new_heads()
-        return {f"heads.{k}": tuple(v.shape) for k, v in heads.state_dict().items()}
+        return {f"heads.{k}": tuple(v.shape) for k, v in heads.state_dict().items() if _saved(k)}
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {f"heads.{k}": v.detach().cpu().numpy() for k, v in self.heads.state_dict().items()}
+        return {f"heads.{k}": v.detach().cpu().numpy() for k, v in self.heads.state_dict().items() if _saved(k)}
 
     def _restore(self, state: dict[str, np.ndarray]) -> None:
         import torch
 
         heads = self._new_heads()
-        heads.load_state_dict({k[len("heads."):]: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=True)
+        arrays = {k[len("heads."):]: torch.from_numpy(np.array(v)) for k, v in state.items()}
+        missing, unexpected = heads.load_state_dict(arrays, strict=False)
+        if unexpected or any(_saved(k) for k in missing):
+            msg = f"heads: missing {[k for k in missing if _saved(k)]}, unexpected {unexpected}"
+            raise ValueError(msg)
         self.heads = heads.to(torch.device(self.config["device"])).eval()
         self._folded = None
+
+
+def _saved(key: str) -> bool:
+    """BatchNorm's step counter is not saved: eval-mode inference never reads it."""
+    return not key.endswith("num_batches_tracked")
 
 
 class _Extractor:

@@ -21,10 +21,11 @@ from .options import PointMAEOptions
 METHODS = {"cfm": ("cfm", "CFM"), "patchcore": ("patchcore", "PatchCore")}
 METHODS["btf"] = ("btf", "BTF")
 METHODS["padim"] = ("padim", "PaDiM")
+METHODS["bridgenet"] = ("bridgenet", "BridgeNet")
 _CLASSES = {cls: (module, name) for name, (module, cls) in METHODS.items()}
 
-__all__ = ["BTF", "CFM", "METHODS", "AnomalyResult", "Calibration", "Detector", "PaDiM", "PatchCore", "PointMAEOptions",
-           "as_sample", "create", "load", "method_names", "register"]
+__all__ = ["BTF", "CFM", "METHODS", "AnomalyResult", "BridgeNet", "Calibration", "Detector", "PaDiM", "PatchCore",
+           "PointMAEOptions", "as_sample", "create", "load", "method_names", "register"]
 
 
 def method_names() -> list[str]:

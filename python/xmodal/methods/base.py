@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import _arrays
+from .._threads import configure_torch
 from . import _model_dir
 from .calibration import PIXEL_STRIDE, Calibration, normalize
 from .options import PointMAEOptions, migrate_config, reject_unknown, take_renamed
@@ -292,6 +293,7 @@ class Detector:
         import torch
 
         self._check_points(batch)
+        configure_torch()
         with torch.no_grad():
             features = self._features(batch)
             return [self._result(features, i) for i in range(len(batch))]
@@ -314,6 +316,7 @@ class Detector:
             msg = "samples must hold at least one training Sample; got none"
             raise ValueError(msg)
         train, held, source = plan_calibration(samples, validation, self.config["calibration"], self.config["seed"])
+        configure_torch()
         self.fitted = False
         self.calibration = None
         self._fit(train)

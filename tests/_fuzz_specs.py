@@ -11,6 +11,7 @@ import numpy as np
 import xmodal
 from xmodal import reference as ref
 from xmodal.ops import (
+    anisotropic_min,
     aupro,
     aupro_bootstrap,
     auroc,
@@ -350,6 +351,42 @@ def _projection_compare(got, expected, kw):
     assert np.all(np.abs(got) <= 1 / np.sqrt(kw["dim"])), "entries beyond +-1/sqrt(dim)"
 
 
+def _anisotropic_valid(g: Gen):
+    q, h, k, h1 = g.int(0, 12, 5), g.int(1, 8, 3), g.int(1, 4, 2), g.int(1, 8, 4)
+    n_img, n_pcd = g.int(1, 10, 6), g.int(1, 10, 7)
+    return {"qa_img": g.normal(q, h), "qa_pcd": g.normal(q, h), "bank_img": g.normal(n_img, 2 * h),
+            "bank_pcd": g.normal(n_pcd, 2 * h), "idx_img": g.rng.integers(0, n_img, (q, k)),
+            "idx_pcd": g.rng.integers(0, n_pcd, (q, k)), "dist_img": np.abs(g.normal(q, k)),
+            "dist_pcd": np.abs(g.normal(q, k)), "foreground": np.arange(q) % 3 != 1, "b_a": g.normal(h),
+            "b_b": g.normal(h), "w1": g.normal(h1, 2 * h, scale=0.5), "b1": g.normal(h1),
+            "w2": g.normal(2, h1, scale=0.5), "b2": g.normal(2), "coef": np.abs(g.normal(2)) + 0.1}
+
+
+def _anisotropic_reference(qa_img, qa_pcd, bank_img, bank_pcd, idx_img, idx_pcd, dist_img, dist_pcd, foreground,
+                           b_a, b_b, w1, b1, w2, b2, coef):
+    """The formula of ops/anisotropic.py's docstring (per-modality direction norms), float64."""
+    h = qa_img.shape[1]
+    relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
+    out = np.empty(qa_img.shape[0])
+    for q in range(qa_img.shape[0]):
+        values = []
+        for j in range(idx_img.shape[1]):
+            s_img, s_pcd = dist_img[q, j], dist_pcd[q, j]
+            w = np.ones(2)
+            if foreground[q]:
+                if not (0 <= idx_img[q, j] < len(bank_img) and 0 <= idx_pcd[q, j] < len(bank_pcd)):
+                    raise ValueError("index outside its bank")
+                a_img, b_img = bank_img[idx_img[q, j], :h], bank_img[idx_img[q, j], h:]
+                a_pcd, b_pcd = bank_pcd[idx_pcd[q, j], :h], bank_pcd[idx_pcd[q, j], h:]
+                c_img, c_pcd = 5 / max(s_img, 1e-3), 5 / max(s_pcd, 1e-3)
+                h_a = relu(c_img * (qa_img[q] - a_img) + c_pcd * (qa_pcd[q] - a_pcd) + b_a)
+                h_b = relu(b_img + b_pcd + b_b)
+                w = np.exp(np.tanh(w2 @ relu(w1 @ np.concatenate([h_a, h_b]) + b1) + b2))
+            values.append(w[0] * coef[0] * s_img + w[1] * coef[1] * s_pcd)
+        out[q] = min(values)
+    return out
+
+
 def _ops_specs() -> list[Spec]:
     return [
         Spec("knn", knn, _knn_valid, ref.knn, _knn_compare, {"queries": "queries", "bank": "bank"},
@@ -395,6 +432,10 @@ def _ops_specs() -> list[Spec]:
              _projection_reference, _projection_compare, {},
              {"num_samples": [0, -1, 2.5], "dim": [0, -1, 1.5, None], "projection": ["dense", 3],
               "proj_dim": [0, -2, "16"]}),
+        Spec("anisotropic_min", anisotropic_min, _anisotropic_valid, _anisotropic_reference,
+             lambda got, exp, kw: close(got, exp, 1e-4),
+             {name: name for name in ("qa_img", "qa_pcd", "bank_img", "bank_pcd", "idx_img", "idx_pcd", "dist_img",
+                                      "dist_pcd", "foreground", "b_a", "b_b", "w1", "b1", "w2", "b2", "coef")}),
         Spec("connected_components", connected_components, lambda g: {"masks": _pro_valid(g)["masks"]},
              _ccl_reference, _ccl_compare, {"masks": "masks"}),
         Spec("ransac_plane", ransac_plane, _ransac_valid, ref.ransac_plane, _ransac_compare, {"points": "points"},

@@ -213,3 +213,24 @@ def test_aupro_bootstrap_refuses_counts_it_would_truncate(multiplicity, error, m
         aupro_bootstrap(maps, masks, multiplicity)
     exact = aupro_bootstrap(maps, masks, np.array([[1.0, 1.0]]))  # integral floats are counts
     np.testing.assert_array_equal(exact, aupro_bootstrap(maps, masks, np.array([[1, 1]])))
+
+
+def test_anisotropic_min_rejects_non_finite_parameters_and_reads_foreground_as_nonzero():
+    from tests._fuzz import Gen
+    from tests._fuzz_specs import _anisotropic_reference, _anisotropic_valid
+
+    kw = _anisotropic_valid(Gen())
+    for name in ("bank_img", "w1", "coef"):
+        bad = kw[name].copy()
+        bad.reshape(-1)[0] = np.nan
+        with pytest.raises(ValueError, match=f"^{name} contains NaN or infinite values"):
+            xmodal.ops.anisotropic_min(**{**kw, name: bad})
+    # a uint8 cast made 256 background; 0.5 too
+    weird = np.where(kw["foreground"], 256.0, 0.0)
+    weird[0] = 0.5 if kw["foreground"][0] else 0.0
+    got = xmodal.ops.anisotropic_min(**{**kw, "foreground": weird})
+    expected = _anisotropic_reference(**{k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else v
+                                         for k, v in kw.items()})
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    with pytest.raises(TypeError, match="^foreground must be a numpy array like qa_img"):
+        xmodal.ops.anisotropic_min(**{**kw, "foreground": torch.from_numpy(kw["foreground"])})

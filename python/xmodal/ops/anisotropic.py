@@ -22,7 +22,18 @@ from .. import _arrays
 from ._dispatch import run_kernel
 
 
+def _same_framework(x, name: str, kind: _arrays.ArrayKind) -> None:
+    """TypeError for a tensor among numpy inputs (or one on a meta/other device): the outputs
+    follow qa_img's framework, so a mix is a mistake, as in every other op."""
+    if _arrays.is_torch(x):
+        _arrays.check_device(x, name)
+        if not kind.torch:
+            msg = f"{name} must be a numpy array like qa_img; got a torch tensor"
+            raise TypeError(msg)
+
+
 def _index(x, name: str, kind: _arrays.ArrayKind, shape: tuple):
+    _same_framework(x, name, kind)
     if kind.torch:
         torch = _arrays._torch()
         if not _arrays.is_torch(x) or x.dtype not in (torch.int64, torch.int32):
@@ -42,12 +53,25 @@ def _index(x, name: str, kind: _arrays.ArrayKind, shape: tuple):
 
 
 def _mask(x, kind: _arrays.ArrayKind, queries: int):
-    if kind.torch:
-        torch = _arrays._torch()
-        out = x.to(torch.uint8).contiguous() if _arrays.is_torch(x) else torch.as_tensor(np.asarray(x, np.uint8))
-        out = out.to(kind.device)
+    _same_framework(x, "foreground", kind)
+    if _arrays.is_torch(x):
+        if x.is_complex():
+            msg = f"foreground must be boolean (nonzero = foreground); got dtype {x.dtype}"
+            raise TypeError(msg)
+        out = (x != 0).to(_arrays._torch().uint8).contiguous().to(kind.device)
     else:
-        out = np.ascontiguousarray(np.asarray(x).astype(np.uint8))
+        try:
+            values = np.asarray(x)
+        except (TypeError, ValueError) as exc:
+            msg = f"foreground must be a boolean array; got {type(x).__name__}"
+            raise TypeError(msg) from exc
+        if values.dtype.kind not in "biuf":
+            msg = f"foreground must be boolean (nonzero = foreground); got dtype {values.dtype}"
+            raise TypeError(msg)
+        # nonzero, not a cast: 0.5 or 256 must mean foreground, not 0
+        out = np.ascontiguousarray(values != 0).view(np.uint8)
+        if kind.torch:
+            out = _arrays._torch().from_numpy(out).to(kind.device)
     if tuple(out.shape) != (queries,):
         msg = f"foreground must have shape ({queries},); got {tuple(out.shape)}"
         raise ValueError(msg)
@@ -103,8 +127,10 @@ def anisotropic_min(qa_img, qa_pcd, bank_img, bank_pcd, idx_img, idx_pcd, dist_i
     if k < 1:
         msg = "dist_img must have k >= 1 columns"
         raise ValueError(msg)
-    for name in ("qa_img", "qa_pcd", "dist_img", "dist_pcd"):
-        _arrays.check_finite(qa_img if name == "qa_img" else floats[name], name)
+    # every parameter: a NaN/inf weight or bank row would make the scores NaN (garbage)
+    _arrays.check_finite(qa_img, "qa_img")
+    for name, arr in floats.items():
+        _arrays.check_finite(arr, name)
     ii = _index(idx_img, "idx_img", kind, (queries, k))
     ip = _index(idx_pcd, "idx_pcd", kind, (queries, k))
     fg = _mask(foreground, kind, queries)

@@ -232,5 +232,5 @@ def test_anisotropic_min_rejects_non_finite_parameters_and_reads_foreground_as_n
     expected = _anisotropic_reference(**{k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else v
                                          for k, v in kw.items()})
     np.testing.assert_allclose(got, expected, rtol=1e-4)
-    with pytest.raises(TypeError, match="^foreground must be a numpy array like qa_img"):
+    with pytest.raises(TypeError, match=r"^foreground must be a numpy array like qa_img"):
         xmodal.ops.anisotropic_min(**{**kw, "foreground": torch.from_numpy(kw["foreground"])})

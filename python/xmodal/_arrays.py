@@ -27,6 +27,7 @@ __all__ = [
     "is_torch",
     "is_torch_module",
     "kind_of",
+    "nonzero_bytes",
     "number",
     "one_of",
     "positive_int",
@@ -146,6 +147,27 @@ def check_finite(x: Any, name: str) -> None:
     if not ok:
         msg = f"{name} contains NaN or infinite values"
         raise ValueError(msg)
+
+
+def nonzero_bytes(x: Any, name: str):
+    """``x != 0`` as C-contiguous uint8 of x's framework (1 = set): masks given as bool, integers
+    or floats. A cast would be wrong (256 and 0.5 become 0); complex, object and string arrays
+    raise TypeError naming the argument."""
+    if is_torch(x):
+        check_device(x, name)
+        if x.is_complex():
+            msg = f"{name} must be boolean or hold real numbers (nonzero = set); got dtype {x.dtype}"
+            raise TypeError(msg)
+        return (x != 0).to(_torch().uint8).contiguous()
+    try:
+        values = np.asarray(x)
+    except (TypeError, ValueError) as exc:
+        msg = f"{name} must be a boolean or numeric array; got {type(x).__name__}"
+        raise TypeError(msg) from exc
+    if values.dtype.kind not in "biuf":
+        msg = f"{name} must be boolean or hold real numbers (nonzero = set); got dtype {values.dtype}"
+        raise TypeError(msg)
+    return np.ascontiguousarray(values != 0).view(np.uint8)
 
 
 def check_same_kind(a: ArrayKind, b: ArrayKind, name_a: str, name_b: str) -> None:

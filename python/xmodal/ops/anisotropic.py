@@ -54,24 +54,10 @@ def _index(x, name: str, kind: _arrays.ArrayKind, shape: tuple):
 
 def _mask(x, kind: _arrays.ArrayKind, queries: int):
     _same_framework(x, "foreground", kind)
-    if _arrays.is_torch(x):
-        if x.is_complex():
-            msg = f"foreground must be boolean (nonzero = foreground); got dtype {x.dtype}"
-            raise TypeError(msg)
-        out = (x != 0).to(_arrays._torch().uint8).contiguous().to(kind.device)
-    else:
-        try:
-            values = np.asarray(x)
-        except (TypeError, ValueError) as exc:
-            msg = f"foreground must be a boolean array; got {type(x).__name__}"
-            raise TypeError(msg) from exc
-        if values.dtype.kind not in "biuf":
-            msg = f"foreground must be boolean (nonzero = foreground); got dtype {values.dtype}"
-            raise TypeError(msg)
-        # nonzero, not a cast: 0.5 or 256 must mean foreground, not 0
-        out = np.ascontiguousarray(values != 0).view(np.uint8)
-        if kind.torch:
-            out = _arrays._torch().from_numpy(out).to(kind.device)
+    out = _arrays.nonzero_bytes(x, "foreground")  # nonzero, not a cast: 0.5 or 256 are foreground
+    if kind.torch:
+        torch = _arrays._torch()
+        out = (out if _arrays.is_torch(out) else torch.from_numpy(out)).to(kind.device)
     if tuple(out.shape) != (queries,):
         msg = f"foreground must have shape ({queries},); got {tuple(out.shape)}"
         raise ValueError(msg)

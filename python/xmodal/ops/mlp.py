@@ -184,23 +184,7 @@ def _mask_bytes(mask, rows: int, kind: _arrays.ArrayKind):
     if _arrays.is_torch(mask):
         _arrays.check_device(mask, "mask")
     _arrays.check_same_kind(_arrays.kind_of(mask), kind, "mask", "the features")
-    if _arrays.is_torch(mask):
-        import torch
-
-        if mask.is_complex():
-            msg = f"mask must be boolean or hold numbers (nonzero = foreground); got dtype {mask.dtype}"
-            raise TypeError(msg)
-        m = (mask.reshape(-1) != 0).to(torch.uint8)
-    else:
-        try:
-            values = np.asarray(mask)
-        except (TypeError, ValueError) as exc:
-            msg = f"mask must be a boolean or numeric array; got {type(mask).__name__}"
-            raise TypeError(msg) from exc
-        if values.dtype.kind not in "biuf":
-            msg = f"mask must be boolean or hold numbers (nonzero = foreground); got dtype {values.dtype}"
-            raise TypeError(msg)
-        m = (values.reshape(-1) != 0).view(np.uint8)
+    m = _arrays.nonzero_bytes(mask, "mask").reshape(-1)
     if m.shape[0] != rows:
         msg = f"mask must have one entry per row (N={rows}); got {m.shape[0]}"
         raise ValueError(msg)

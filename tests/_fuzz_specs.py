@@ -70,6 +70,16 @@ def _knn_compare(got, expected, kw):
     assert all(len(set(r)) == len(r) for r in np.asarray(idx).tolist()), "repeated index"
 
 
+def _knn_extra(kw):
+    """Issue 10 part 5: rows whose squared norm overflows float32 (the sgemm screening)."""
+    big = np.zeros((2, 5), np.float32)
+    big[1, 0] = 1.9e19
+    wide = np.random.default_rng(0).normal(size=(40, 768)).astype(np.float32) * np.float32(1e18)
+    return [("queries", "norm beyond sqrt(float32 max), D=5", {"queries": np.float32([[2e19, 0, 0, 0, 0]]),
+                                                                "bank": big, "k": 1}),
+            ("bank", "D=768 bank scaled to 1e18", {"queries": wide[:3] * np.float32(0.9), "bank": wide, "k": 2})]
+
+
 def _knn_valid(g: Gen):
     n, d = g.int(1, 64, 12), g.choice((1, 2, 3, 4, 5, 7, 64, 768, 2048), 5)
     return {"queries": g.normal(g.int(0, 16, 4), d), "bank": g.normal(n, d), "k": g.int(1, n, min(3, n))}
@@ -390,7 +400,7 @@ def _anisotropic_reference(qa_img, qa_pcd, bank_img, bank_pcd, idx_img, idx_pcd,
 def _ops_specs() -> list[Spec]:
     return [
         Spec("knn", knn, _knn_valid, ref.knn, _knn_compare, {"queries": "queries", "bank": "bank"},
-             {"k": BAD_COUNTS}, names=("N=",), exact_any_finite=True),
+             {"k": BAD_COUNTS}, names=("N=",), exact_any_finite=True, extra=_knn_extra),
         Spec("greedy_coreset", greedy_coreset, _coreset_valid, ref.greedy_coreset, _coreset_compare, {"x": "x"},
              {"n": BAD_COUNTS, "start": [-1, 10**6, 0.5, "0"]}, exact_any_finite=True),
         Spec("coreset", lambda x, n, start: coreset(x, n=n, projection=None, start=start), _coreset_valid,

@@ -162,6 +162,18 @@ def _torch_tensor(x, *, grad: bool = False, device: str = "cpu"):
     return t.requires_grad_(True) if grad else t
 
 
+def _zero_d(x):
+    x = _numeric(x)
+    return np.asarray(x.reshape(-1)[0] if x.size else 0.5)
+
+
+def _rows(x, count: int):
+    x = _numeric(x)
+    if x.ndim == 0:
+        raise Skip
+    return x[:count]
+
+
 def _torch_float64_strided(x):
     """A float64 tensor whose last axis is not contiguous (other dtypes: only the layout)."""
     x = x.astype(np.float64) if x.dtype.kind == "f" else x
@@ -186,11 +198,11 @@ MUTATIONS: dict[str, Callable[[Any], Any]] = {
     "negative strides": _negative_strides,
     "Fortran order": _fortran,
     "read-only": _read_only,
-    "0-d": lambda x: np.asarray(_numeric(x).reshape(-1)[:1].reshape(()) if _numeric(x).size else 0.5),
+    "0-d": _zero_d,
     "extra leading dim": lambda x: _numeric(x)[None],
     "flattened": lambda x: _numeric(x).reshape(-1) if _numeric(x).ndim > 1 else _numeric(x)[:, None],
-    "empty (0 rows)": lambda x: _numeric(x)[:0] if _numeric(x).ndim else (_ for _ in ()).throw(Skip()),
-    "1 row": lambda x: _numeric(x)[:1] if _numeric(x).ndim else (_ for _ in ()).throw(Skip()),
+    "empty (0 rows)": lambda x: _rows(x, 0),
+    "1 row": lambda x: _rows(x, 1),
     "nested list": lambda x: _numeric(x).tolist(),
     "None": lambda x: None,
     "str": lambda x: "data.npy",

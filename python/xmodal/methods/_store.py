@@ -74,6 +74,23 @@ class FeatureStore:
     def row_count(self) -> int:
         return sum(int(item[0].shape[0]) for item in self._items)
 
+    def gather(self, rows, slot: int = 0) -> np.ndarray:
+        """Rows of slot ``slot`` by global row number (images concatenated in append order), in
+        the order given: random batches across images, each image read once per call."""
+        rows = np.asarray(rows, dtype=np.int64)
+        ends = np.cumsum([item[slot].shape[0] for item in self._items])
+        if rows.size and (rows.min() < 0 or rows.max() >= (ends[-1] if ends.size else 0)):
+            msg = f"rows must lie in [0, {int(ends[-1]) if ends.size else 0}); got {rows.min()}..{rows.max()}"
+            raise IndexError(msg)
+        first = self._items[0][slot] if self._items else np.zeros((0, 0), np.float32)
+        out = np.empty((rows.size, *first.shape[1:]), dtype=first.dtype)
+        owner = np.searchsorted(ends, rows, side="right")
+        for image in np.unique(owner):
+            where = np.flatnonzero(owner == image)
+            start = 0 if image == 0 else int(ends[image - 1])
+            out[where] = self._items[image][slot][rows[where] - start]
+        return out
+
     def close(self) -> None:
         self._items = []
         if self._dir is not None:

@@ -283,6 +283,9 @@ class CFM(Detector):
             return float(self._loss(f2d, f3d))
 
     # --- predict ----------------------------------------------------------------------------
+    def _uses_points(self) -> bool:
+        return True  # the discrepancies exist on foreground pixels only
+
     def _result(self, feats, i: int) -> AnomalyResult:
         import torch
 

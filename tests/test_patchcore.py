@@ -332,9 +332,9 @@ def test_bad_inputs(fused, train_samples):
     with pytest.raises(ValueError, match="no training sample has 3D foreground"):
         PatchCore(modality="xyz", backbones="offline", progress=False).fit([empty])
     # no 3D data at test time: refused with one line naming xyz (a sensor fault, not a good part)
-    with pytest.raises(ValueError, match="xyz of .* has no valid point"):
+    with pytest.raises(ValueError, match=r"xyz of .* has no valid point"):
         fused.predict(empty)
-    with pytest.raises(ValueError, match="xyz of .* has no valid point"):
+    with pytest.raises(ValueError, match=r"xyz of .* has no valid point"):
         fused.predict_batch([s, empty])
 
 

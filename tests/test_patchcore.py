@@ -331,8 +331,11 @@ def test_bad_inputs(fused, train_samples):
     empty = s.replace(xyz=np.zeros_like(s.xyz))
     with pytest.raises(ValueError, match="no training sample has 3D foreground"):
         PatchCore(modality="xyz", backbones="offline", progress=False).fit([empty])
-    res = fused.predict(empty)  # no 3D data at test time: the xyz bank scores 0
-    assert res.extras["score_xyz"] == 0.0 and not res.extras["patch_xyz"].any()
+    # no 3D data at test time: refused with one line naming xyz (a sensor fault, not a good part)
+    with pytest.raises(ValueError, match=r"xyz of .* has no valid point"):
+        fused.predict(empty)
+    with pytest.raises(ValueError, match=r"xyz of .* has no valid point"):
+        fused.predict_batch([s, empty])
 
 
 @pytest.mark.cuda

@@ -185,3 +185,9 @@ def test_results_identical_for_any_thread_count(rng, restore_threads):
         other = _with_threads(threads, run)
         for a, b in zip(one, other, strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_cli_info_reports_threads():
+    out = subprocess.run([sys.executable, "-m", "xmodal.cli", "info"], capture_output=True, text=True, check=True,
+                         timeout=300, env={**os.environ, "XMODAL_NUM_THREADS": "1"})
+    assert "usable cpus: 1 " in out.stdout and "OMP_WAIT_POLICY" in out.stdout

@@ -479,6 +479,9 @@ def cmd_info(args) -> int:
         print(f"  {key}: {info[key]}")
     print(f"  cuda_available: {xmodal.cuda_available()}")
     print(f"  cpu threads: {xmodal.get_num_threads()}")
+    threads = xmodal.thread_info()
+    print(f"  usable cpus: {threads['available_cpus']} (affinity {threads['affinity_cpus']}, cgroup quota "
+          f"{threads['cgroup_quota'] or 'none'}); OpenMP wait: {threads['wait_policy'] or 'runtime default'}")
     try:
         import torch
 

@@ -34,6 +34,7 @@ import time
 import numpy as np
 
 from .._arrays import integer, number, one_of
+from .._threads import configure_torch
 from ..memory_bank import MemoryBank, MemoryBankBuilder
 from ._backbones import resolve
 from .base import AnomalyResult, Detector, register
@@ -307,11 +308,14 @@ class PatchCore(Detector):
 
         c = self.config
         out = {}
+        nearest = getattr(self, "_batch_nearest", None)
         for m in self.modalities:
             rows, fg = self._rows(feats, m, i)
             grid_side = getattr(feats, m).shape[-1]
             bank = self.memory_banks[m]
-            if rows.shape[0]:
+            if nearest is not None and nearest[0] is feats:
+                dist, index = nearest[1][m][i]
+            elif rows.shape[0]:
                 dist, index = (column[:, 0] for column in bank.query(rows, 1))
             else:
                 dist, index = rows.new_zeros(0), rows.new_zeros(0, dtype=torch.int64)
@@ -327,6 +331,40 @@ class PatchCore(Detector):
             full = upsample_bilinear(patch, self.map_size)
             full = gaussian_blur(full, c["sigma"]) if c["sigma"] > 0 else full
             out[m] = (score, patch, full)
+        return out
+
+    def _score_batch(self, batch: list) -> list[AnomalyResult]:
+        """One backbone pass and, per modality, one nearest-neighbour search for the rows of
+        every image of the batch (the bank is streamed once for all of them: a batch is then
+        never slower per image than single predictions). Results are those of per-image
+        searches: the search is exact and each row's answer is independent of the others."""
+        import torch
+
+        self._check_points(batch)
+        configure_torch()
+        with torch.no_grad():
+            feats = self._features(batch)
+            if len(batch) > 1:
+                self._batch_nearest = (feats, self._nearest_rows(feats, len(batch)))
+            try:
+                return [self._result(feats, i) for i in range(len(batch))]
+            finally:
+                self._batch_nearest = None
+
+    def _nearest_rows(self, feats, count: int) -> dict:
+        """{modality: [(dist (P_i,), index (P_i,)) per image]} from one query per modality."""
+        import torch
+
+        out = {}
+        for m in self.modalities:
+            rows = [self._rows(feats, m, i)[0] for i in range(count)]
+            sizes = [int(r.shape[0]) for r in rows]
+            everything = torch.cat(rows)
+            if everything.shape[0]:
+                dist, index = (column[:, 0] for column in self.memory_banks[m].query(everything, 1))
+            else:
+                dist, index = everything.new_zeros(0), everything.new_zeros(0, dtype=torch.int64)
+            out[m] = list(zip(dist.split(sizes), index.split(sizes), strict=True))
         return out
 
     def _result(self, feats, i: int) -> AnomalyResult:

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="model directory to write: a new path, an empty folder or an earlier xmodal model")
     fit.add_argument("--dataset", choices=DATASETS, default="mvtec3d",
                      help="layout of --data: mvtec3d (default) or eyecandies (after convert-eyecandies)")
-    fit.add_argument("--epochs", type=_positive, default=None, help="CFM only: training epochs (default 50)")
+    fit.add_argument("--epochs", type=_positive, default=None,
+                     help="CFM and G2SF: training epochs (default CFM 50, G2SF's fuser 80)")
     fit.add_argument("--modality", choices=tuple(MODALITIES), default=None,
                      help="PatchCore and BTF: which features to use (default rgb+xyz; BTF's xyz needs no weights)")
     fit.add_argument("--max-train", type=_positive, default=None, help="use the first N training samples only")
@@ -240,8 +241,8 @@ def _method_options(args) -> dict:
     if args.calibration is not None:
         options["calibration"] = args.calibration
     if args.epochs is not None:
-        if args.method != "cfm":
-            raise UserError("--epochs applies to --method cfm only")
+        if args.method not in ("cfm", "g2sf"):
+            raise UserError("--epochs applies to --method cfm or g2sf only")
         options["epochs"] = args.epochs
     if args.modality is not None:
         if args.method not in MODALITY_METHODS:

@@ -736,6 +736,39 @@ def mahalanobis_from_factors(x, mean, factors):
     return out
 
 
+# --- BridgeNet's patch embedding (torch: the reference formulation itself) ------------------
+
+
+def patch_embedding_unfold(maps, pretrain_dim: int = 1536, embed_dim: int = 1536):
+    """BridgeNet's / SimpleNet's patch embedding as the reference computes it, step by step:
+    unfold 3x3 (padding 1) of every layer, the deeper layers' unfolded maps resized bilinearly
+    (align_corners=False) to the first layer's grid, per layer ``adaptive_avg_pool1d`` of the
+    (C * 9) vector to ``pretrain_dim``, the layers stacked and pooled to ``embed_dim``.
+
+    Args:
+        maps: list of (B, C_l, h_l, w_l) torch tensors (any float dtype; float64 for a reference).
+
+    Returns:
+        (B * h_0 * w_0, embed_dim) tensor, rows in raster order per image.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    height, width = maps[0].shape[-2:]
+    pooled = []
+    for f in maps:
+        b, c, h, w = f.shape
+        patches = F.unfold(f, kernel_size=3, padding=1).reshape(b, c, 3, 3, h, w)
+        if (h, w) != (height, width):
+            flat = patches.reshape(-1, 1, h, w)
+            flat = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
+            patches = flat.reshape(b, c, 3, 3, height, width)
+        rows = patches.permute(0, 4, 5, 1, 2, 3).reshape(b * height * width, 1, c * 9)
+        pooled.append(F.adaptive_avg_pool1d(rows, pretrain_dim)[:, 0])
+    stacked = torch.stack(pooled, dim=1).reshape(len(pooled[0]), 1, -1)
+    return F.adaptive_avg_pool1d(stacked, embed_dim)[:, 0]
+
+
 def g2sf_metric(f_img, f_pcd, bank_img, bank_pcd, idx_img, idx_pcd, foreground, layers: dict, sigma, mu,
                 joint: bool = False):
     """G2SF's anisotropic metric l_j of every patch and prototype pair, unfused, in float64.

@@ -54,6 +54,23 @@ class FeatureStore:
         parts = [self._items[i] for i in indices]
         return tuple(np.concatenate([p[j] for p in parts]) for j in range(len(parts[0])))
 
+    def sample_rows(self, indices, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """Like :meth:`rows`, but each image contributes a uniform random ``fraction`` of its
+        rows (at least one, without replacement, in stored order); rows not drawn are never
+        copied, which matters when the rest sits in memory maps."""
+        parts = []
+        for i in indices:
+            item = self._items[i]
+            n = int(item[0].shape[0])
+            take = min(n, max(1, round(n * fraction)))
+            pick = np.sort(rng.choice(n, size=take, replace=False)) if take < n else slice(None)
+            parts.append(tuple(np.asarray(a[pick]) for a in item))
+        return tuple(np.concatenate([p[j] for p in parts]) for j in range(len(parts[0])))
+
+    def image_rows(self, i: int) -> int:
+        """Rows stored for image ``i``."""
+        return int(self._items[i][0].shape[0])
+
     def row_count(self) -> int:
         return sum(int(item[0].shape[0]) for item in self._items)
 

@@ -24,7 +24,7 @@ DEMO_SIZES = {  # categories, train, validation (calibration), test per defect, 
 }
 REPORT_FORMAT = "xmodal-report/1"
 MODALITY_METHODS = ("patchcore", "btf", "padim", "bridgenet")  # methods that take modality=
-EPOCH_METHODS = ("cfm", "bridgenet")  # methods that take epochs=
+EPOCH_METHODS = ("cfm", "bridgenet", "g2sf")  # methods that take epochs=
 
 
 class UserError(Exception):
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--dataset", choices=DATASETS, default="mvtec3d",
                      help="layout of --data: mvtec3d (default) or eyecandies (after convert-eyecandies)")
     fit.add_argument("--epochs", type=_positive, default=None,
-                     help="CFM and BridgeNet: training epochs (default 50 and 160)")
+                     help="CFM, BridgeNet and G2SF: training epochs (default 50, 160 and G2SF's fuser 80)")
     fit.add_argument("--shots", type=_positive, default=None, help="BridgeNet only: few-shot, train on N images")
     fit.add_argument("--modality", choices=tuple(dict.fromkeys((*MODALITIES, *IMAGE_MODALITIES))), default=None,
                      help="PatchCore and BTF: which features to use (default rgb+xyz; BTF's xyz needs no weights); "

@@ -46,8 +46,13 @@ Deviations from the reference code, on purpose:
   reference resizes them to a square: the same for square images).
 - Textures come from a built-in procedural bank plus any folder passed as ``textures=DIR``
   (DTD is not downloadable here).
-- The reference's P-AUPRO (200 thresholds, dilated predictions, FPR renormalised) is not the
-  default protocol: the standard ones apply.
+- Evaluation uses the standard protocols. The reference's P-AUPRO changed between versions:
+  snapshot 53c7ddc integrates a non-standard curve (200 thresholds, predictions dilated 5x5, FPR
+  < 0.3 renormalised), which is not reproduced; the newest stored ``metrics.py`` (cc7b047) calls
+  an ``auproUtil.calculate_au_pro(integration_limit=0.3, num_thresholds=100)``, the M3DM-style
+  100-threshold AUPRO@30 %, i.e. ``xmodal.evaluate(..., protocol="m3dm")``. The reference also
+  min-max normalises scores and maps over the test set (AUROCs unchanged) and counts only GT
+  pixels equal to 1.0 after a bilinear resize as positive (here: >= half).
 """
 
 from __future__ import annotations

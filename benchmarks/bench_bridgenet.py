@@ -12,9 +12,9 @@ unfold 3x3 + bilinear resize of layer3's unfolded maps + adaptive average poolin
 and ``scipy.ndimage.gaussian_filter(sigma=4)``.
 
 xmodal: ``BridgeNet._score_batch`` minus the input path: one backbone forward on the RGB and
-depth images together stopping after layer3, the patch embedding without the unfold, the
-adaptor and BatchNorms folded into two Linear layers run by ``xmodal.ops.mlp``, the upsampling
-and the scipy-reflect Gaussian in torch.
+depth images together, stopping after layer3, BatchNorm folded into the convolutions, the
+patch embedding without the unfold, the adaptor and BatchNorms folded into two Linear layers
+run by ``xmodal.ops.mlp``, the upsampling and the scipy-reflect Gaussian in torch.
 
 Training step: one optimisation step on a batch (6 backbone passes, 4 discriminator calls,
 BCE + focal) in each formulation, the same loss code (xmodal's, without the texture synthesis:
@@ -53,25 +53,31 @@ def detector(size: int):
     return det
 
 
+def reference_backbone(seed: int = 0):
+    """The full WideResNet-50-2 (layer4 and fc run, BatchNorm layers unfolded) with the weights
+    xmodal's extractor starts from (same seed, torchvision's initialisation)."""
+    from xmodal.backbones import create
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create("wide_resnet50_2", weights=None, early_exit=False).eval()
+
+
 def reference_predict(backbone, heads, rgb, depth, size: int):
     """The reference's inference on normalised (B, 3, S, S) tensors: (scores (B,), maps (B, S, S))."""
     from scipy import ndimage
 
     from xmodal.reference import patch_embedding_unfold
 
-    backbone.early_exit = False
-    try:
-        with torch.no_grad():
-            feats = []
-            for images in (rgb, depth):  # two backbone copies in the reference: two forwards
-                maps = backbone(images)
-                feats.append(patch_embedding_unfold([maps["layer2"], maps["layer3"]]))
-            patch = heads(torch.cat(feats, dim=1))
-            grid = size // 8  # layer2's stride
-            scores = patch.reshape(rgb.shape[0], 1, grid, grid)
-            up = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
-    finally:
-        backbone.early_exit = True
+    with torch.no_grad():
+        feats = []
+        for images in (rgb, depth):  # two backbone copies in the reference: two forwards
+            maps = backbone(images)
+            feats.append(patch_embedding_unfold([maps["layer2"], maps["layer3"]]))
+        patch = heads(torch.cat(feats, dim=1))
+        grid = size // 8  # layer2's stride
+        scores = patch.reshape(rgb.shape[0], 1, grid, grid)
+        up = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)[:, 0].numpy()
     maps = np.stack([ndimage.gaussian_filter(m, sigma=4) for m in up])
     return scores.reshape(rgb.shape[0], -1).max(dim=1).values.numpy(), maps
 
@@ -126,19 +132,19 @@ def main() -> None:
     if torch.get_num_threads() != xmodal.get_num_threads():
         torch.set_num_threads(xmodal.get_num_threads())
     det = detector(args.size)
-    ext = det.extractor
+    ref_net = reference_backbone(det.config["seed"])
     g = torch.Generator().manual_seed(0)
     rgb = torch.randn(1, 3, args.size, args.size, generator=g)
     depth = torch.randn(1, 3, args.size, args.size, generator=g)
 
-    ref_scores, ref_maps = reference_predict(ext.backbone, det.heads, rgb, depth, args.size)
+    ref_scores, ref_maps = reference_predict(ref_net, det.heads, rgb, depth, args.size)
     our_scores, our_maps = xmodal_predict(det, rgb, depth)
     score_diff = float(np.abs(ref_scores - our_scores).max())
     map_diff = float(np.abs(ref_maps - our_maps).max())
 
-    _, ref_peak = peak_extra_memory(lambda: reference_predict(ext.backbone, det.heads, rgb, depth, args.size))
+    _, ref_peak = peak_extra_memory(lambda: reference_predict(ref_net, det.heads, rgb, depth, args.size))
     _, our_peak = peak_extra_memory(lambda: xmodal_predict(det, rgb, depth))
-    best = interleaved_best({"reference": lambda: reference_predict(ext.backbone, det.heads, rgb, depth, args.size),
+    best = interleaved_best({"reference": lambda: reference_predict(ref_net, det.heads, rgb, depth, args.size),
                              "xmodal": lambda: xmodal_predict(det, rgb, depth)}, rounds=args.rounds)
     ref_s, our_s = best["reference"][1], best["xmodal"][1]
 
@@ -164,11 +170,7 @@ def main() -> None:
     mask = (torch.rand(b, 1, size, size, generator=g) > 0.9).float().expand(-1, 3, -1, -1)
 
     def reference_embed(images):
-        text.backbone.early_exit = False
-        try:
-            maps = text.backbone(images)
-        finally:
-            text.backbone.early_exit = True
+        maps = ref_net(images)
         return patch_embedding_unfold([maps["layer2"], maps["layer3"]])
 
     def optimizers():

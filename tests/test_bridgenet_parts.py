@@ -197,3 +197,28 @@ def test_gaussian_blur_reflect_is_scipy_gaussian_filter(shape):
     np.testing.assert_allclose(gaussian_blur(x, 4.0, mode="reflect").numpy(), expected, atol=1e-6)
     with pytest.raises(ValueError, match="mode must be"):
         gaussian_blur(x, 4.0, mode="wrap")
+
+
+def test_resnet_batchnorm_folding_keeps_the_features():
+    import copy
+
+    from xmodal.backbones import create
+    from xmodal.methods.bridgenet import _fold_resnet_batchnorm
+
+    torch.manual_seed(0)
+    net = create("wide_resnet50_2", weights=None)
+    for m in net.modules():  # non-trivial statistics, as trained weights have
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.1, 0.1)
+    folded = copy.deepcopy(net)
+    _fold_resnet_batchnorm(folded)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected, got = net(x), folded(x)
+    for name in ("layer2", "layer3"):
+        scale = expected[name].abs().max().item()
+        np.testing.assert_allclose(got[name].numpy(), expected[name].numpy(), atol=1e-5 * scale)

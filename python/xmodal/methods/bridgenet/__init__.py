@@ -46,8 +46,13 @@ Deviations from the reference code, on purpose:
   reference resizes them to a square: the same for square images).
 - Textures come from a built-in procedural bank plus any folder passed as ``textures=DIR``
   (DTD is not downloadable here).
-- The reference's P-AUPRO (200 thresholds, dilated predictions, FPR renormalised) is not the
-  default protocol: the standard ones apply.
+- Evaluation uses the standard protocols. The reference's P-AUPRO changed between versions:
+  snapshot 53c7ddc integrates a non-standard curve (200 thresholds, predictions dilated 5x5, FPR
+  < 0.3 renormalised), which is not reproduced; the newest stored ``metrics.py`` (cc7b047) calls
+  an ``auproUtil.calculate_au_pro(integration_limit=0.3, num_thresholds=100)``, the M3DM-style
+  100-threshold AUPRO@30 %, i.e. ``xmodal.evaluate(..., protocol="m3dm")``. The reference also
+  min-max normalises scores and maps over the test set (AUROCs unchanged) and counts only GT
+  pixels equal to 1.0 after a bilinear resize as positive (here: >= half).
 """
 
 from __future__ import annotations
@@ -288,6 +293,25 @@ class BridgeNet(Detector):
         self._folded = None
 
 
+def _fold_resnet_batchnorm(net) -> None:
+    """Folds every eval-mode BatchNorm2d of the (frozen) WideResNet into the convolution before
+    it: the same function up to float rounding, without a memory-bound pass per layer."""
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    def fold(owner, conv_name: str, bn_name: str) -> None:
+        setattr(owner, conv_name, fuse_conv_bn_eval(getattr(owner, conv_name), getattr(owner, bn_name)))
+        setattr(owner, bn_name, nn.Identity())
+
+    fold(net, "conv1", "bn1")
+    for layer in ("layer1", "layer2", "layer3", "layer4"):
+        for block in getattr(net, layer):
+            for i in (1, 2, 3):
+                fold(block, f"conv{i}", f"bn{i}")
+            if block.downsample is not None:
+                fold(block.downsample, "0", "1")
+
+
 def _saved(key: str) -> bool:
     """BatchNorm's step counter is not saved: eval-mode inference never reads it."""
     return not key.endswith("num_batches_tracked")
@@ -309,6 +333,8 @@ class _Extractor:
             torch.manual_seed(c["seed"])
             self.backbone = create(name, weights=weights, weights_dir=c["weights_dir"], **options)
         self.device = torch.device(c["device"])
+        if name == PAPER_BACKBONE[0]:
+            _fold_resnet_batchnorm(self.backbone)
         self.backbone = self.backbone.to(self.device).eval()
         self.name = name
         self.embedding = PatchEmbedding(self.backbone.out_channels, c["embed_dim"], c["embed_dim"])

@@ -23,7 +23,8 @@ DEMO_SIZES = {  # categories, train, validation (calibration), test per defect, 
     "small": (("puck", "ring"), 12, 12, 3, 200, 50),  # CFM's 50 epochs: 20 left edge false alarms
 }
 REPORT_FORMAT = "xmodal-report/1"
-MODALITY_METHODS = ("patchcore", "btf", "padim")  # methods that take modality= (rgb, xyz, rgb+xyz / rgb, depth)
+MODALITY_METHODS = ("patchcore", "btf", "padim", "bridgenet")  # methods that take modality=
+EPOCH_METHODS = ("cfm", "bridgenet")  # methods that take epochs=
 
 
 class UserError(Exception):
@@ -89,10 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="model directory to write: a new path, an empty folder or an earlier xmodal model")
     fit.add_argument("--dataset", choices=DATASETS, default="mvtec3d",
                      help="layout of --data: mvtec3d (default) or eyecandies (after convert-eyecandies)")
-    fit.add_argument("--epochs", type=_positive, default=None, help="CFM only: training epochs (default 50)")
+    fit.add_argument("--epochs", type=_positive, default=None,
+                     help="CFM and BridgeNet: training epochs (default 50 and 160)")
+    fit.add_argument("--shots", type=_positive, default=None, help="BridgeNet only: few-shot, train on N images")
     fit.add_argument("--modality", choices=tuple(dict.fromkeys((*MODALITIES, *IMAGE_MODALITIES))), default=None,
                      help="PatchCore and BTF: which features to use (default rgb+xyz; BTF's xyz needs no weights); "
-                          "PaDiM: rgb (default) or depth")
+                          "PaDiM: rgb (default) or depth; BridgeNet: rgb, xyz (its depth image) or rgb+xyz")
     fit.add_argument("--max-train", type=_positive, default=None, help="use the first N training samples only")
     fit.add_argument("--calibration", type=float, default=None,
                      help="share of the training images held out to calibrate the threshold when the dataset has "
@@ -266,9 +269,13 @@ def _method_options(args) -> dict:
     if args.calibration is not None:
         options["calibration"] = args.calibration
     if args.epochs is not None:
-        if args.method != "cfm":
-            raise UserError("--epochs applies to --method cfm only")
+        if args.method not in EPOCH_METHODS:
+            raise UserError(f"--epochs applies to --method {' or '.join(EPOCH_METHODS)} only")
         options["epochs"] = args.epochs
+    if args.shots is not None:
+        if args.method != "bridgenet":
+            raise UserError("--shots applies to --method bridgenet only")
+        options["shots"] = args.shots
     if args.modality is not None:
         if args.method not in MODALITY_METHODS:
             raise UserError(f"--modality applies to --method {' or '.join(MODALITY_METHODS)} only")
@@ -409,8 +416,7 @@ def cmd_test(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .data import Sample
-    from .data._files import read_rgb, read_xyz
+    from .data._files import read_sample_files
     from .io import OutputPathError, check_output
     from .visualize import written_by_xmodal
 
@@ -424,7 +430,7 @@ def cmd_predict(args) -> int:
                                reusable=written_by_xmodal, overwrite=args.overwrite)
         raw = check_output(_raw_map_path(picture), "--save-map (raw map)", directory=False, protected=protected,
                            reusable=written_by_xmodal, overwrite=args.overwrite)
-    sample = Sample(rgb=read_rgb(args.rgb), xyz=read_xyz(args.xyz), paths={"rgb": args.rgb, "xyz": args.xyz})
+    sample = read_sample_files(args.rgb, args.xyz)
     detector = _load_model(args.model, args.device)
     detector.config["progress"] = not args.quiet
     result = detector.predict(sample)

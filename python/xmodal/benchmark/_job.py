@@ -155,8 +155,11 @@ def read_result(job_dir: str | os.PathLike) -> dict | None:
         return None
 
 
-def run_job_to_file(spec: dict, job_dir: str, keep_model: bool, cpus=None) -> None:
-    """Entry point of a job process: pin it to ``cpus``, run the job, write its result."""
+def run_job_to_file(spec: dict, job_dir: str, keep_model: bool, cpus=None, gpu: int | None = None) -> None:
+    """Entry point of a job process: pin it to ``cpus`` (and to GPU ``gpu``: the only device it
+    sees, before torch initialises CUDA), run the job, write its result."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     if cpus:
         _pin(cpus)
     write_result(job_dir, run_job(spec, job_dir, keep_model))

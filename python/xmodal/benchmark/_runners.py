@@ -39,28 +39,31 @@ def cpu_sets(workers: int) -> list[list[int]]:
 
 def run_processes(jobs: list[tuple[dict, Path]], workers: int, keep_models: bool, on_done: Callable) -> None:
     """Each job in a fresh process (spawned: no inherited torch state; its peak memory is its
-    own), at most ``workers`` at a time, each pinned to its own CPU set with that many threads.
+    own), at most ``workers`` at a time, each pinned to its own CPU set with that many threads
+    (and, with ``device="cuda"``, to one GPU: worker slot i gets GPU i modulo the GPU count).
     A process that dies without writing its result (a crash, the OOM killer) fails its job only."""
     context = multiprocessing.get_context("spawn")
-    free = cpu_sets(workers)
+    # Slot i: CPU set i and, for device "cuda", GPU i modulo the GPUs there are.
+    gpus = _gpu_count() if all(spec["options"].get("device") == "cuda" for spec, _ in jobs) else 0
+    free = [(cpus, i % gpus if gpus else None) for i, cpus in enumerate(cpu_sets(workers))]
     pending = list(jobs)
-    running: dict = {}  # process -> (spec, folder, cpus)
+    running: dict = {}  # process -> (spec, folder, (CPU set, GPU or None))
     try:
         while pending or running:
             while pending and free:
                 spec, folder = pending.pop(0)
                 Path(folder).mkdir(parents=True, exist_ok=True)
                 (Path(folder) / "result.json").unlink(missing_ok=True)
-                cpus = free.pop(0)
-                process = context.Process(target=run_job_to_file, args=(spec, str(folder), keep_models, cpus),
+                slot = free.pop(0)
+                process = context.Process(target=run_job_to_file, args=(spec, str(folder), keep_models, *slot),
                                           name=f"xmodal-benchmark {spec['method']}/{spec['category']}")
                 process.start()
-                running[process] = (spec, folder, cpus)
+                running[process] = (spec, folder, slot)
             wait([p.sentinel for p in running], timeout=1.0)
             for process in [p for p in running if not p.is_alive()]:
-                spec, folder, cpus = running.pop(process)
+                spec, folder, slot = running.pop(process)
                 process.join()
-                free.append(cpus)
+                free.append(slot)
                 result = read_result(folder)
                 if result is None or result.get("spec") != spec:
                     result = _lost(spec, f"the job's process exited with code {process.exitcode} without a result")
@@ -71,6 +74,14 @@ def run_processes(jobs: list[tuple[dict, Path]], workers: int, keep_models: bool
             process.terminate()
         for process in running:
             process.join()
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def run_ray(jobs: list[tuple[dict, Path]], address: str, keep_models: bool, on_done: Callable,

@@ -302,3 +302,22 @@ def test_cli_export_and_engine(cfm, tests, tmp_path, capsys):
     # a folder holding what xmodal did not write
     assert main(["export", "--model", str(model), "--out", str(tmp_path)]) == 1
 
+
+
+def test_engine_discrepancy_equals_the_fused_kernel():
+    from xmodal.engines import runtime
+    from xmodal.methods.cfm import mapping_network
+    from xmodal.ops import crossmodal_discrepancy
+
+    torch.manual_seed(0)
+    net23, net32 = mapping_network(24, 17).eval(), mapping_network(17, 24).eval()
+    f2d, f3d = torch.randn(300, 24), torch.randn(300, 17)
+    mask = torch.rand(300) > 0.3
+    want = crossmodal_discrepancy(f2d, f3d, net23, net32, mask)
+    with torch.no_grad():
+        got = runtime.crossmodal_discrepancy(net23, net32, f2d, f3d, mask)
+    for a, b in ((got.d_2d, want.d_2d), (got.d_3d, want.d_3d)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+        assert bool((a[~mask] == 0).all())
+    empty = runtime.crossmodal_discrepancy(net23, net32, f2d, f3d, torch.zeros(300, dtype=torch.bool))
+    assert float(empty.d_2d.abs().sum() + empty.d_3d.abs().sum()) == 0

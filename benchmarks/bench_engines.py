@@ -102,6 +102,55 @@ def run_all(detectors: dict, test: list, batch: int, rounds: int) -> dict:
     return out
 
 
+def backbone_rows(configs: list[tuple[str, str]], rounds: int) -> list[list[str]]:
+    """Forward time of the paper backbones alone (random weights, batch 1, 224 x 224) per
+    engine and precision, interleaved; and the relative error of their features vs torch fp32."""
+    import torch
+
+    from xmodal.backbones import create
+    from xmodal.engines import graphs, runtime
+
+    rows = []
+    for name, kwargs in (("dino_vitb8", {}), ("wide_resnet50_2", {}), ("efficientnet_lite0", {})):
+        torch.manual_seed(0)
+        module = create(name, weights=None, **kwargs).eval()
+        kind = graphs.kind_of(module)
+        x = graphs.example_inputs(module, kind)
+        graph = graphs.export(module, name, x)
+        runners = {}
+        for engine, precision in configs:
+            if engine == "torch":
+                runners[engine, precision] = module if precision == "fp32" else runtime.Bf16Module(module, "cpu")
+            elif engine == "onnxruntime":
+                runners[engine, precision] = runtime.Runner(graph, runtime.onnxruntime_session(graph.data, graph),
+                                                            module)
+            else:
+                runners[engine, precision] = runtime.Runner(
+                    graph, runtime.openvino_session(graph.data, graph, precision), module)
+        times = {c: [] for c in runners}
+        outputs = {}
+        with torch.no_grad(), steady_state_malloc():
+            for c, run in runners.items():
+                outputs[c] = run(*x)  # warm-up
+            for _ in range(rounds):
+                for c, run in runners.items():
+                    t0 = time.perf_counter()
+                    run(*x)
+                    times[c].append(time.perf_counter() - t0)
+
+        def flat(out):
+            return torch.cat([v.flatten() for v in out.values()]) if isinstance(out, dict) else out.flatten()
+
+        ref = flat(outputs["torch", "fp32"])
+        base = float(np.median(times["torch", "fp32"]))
+        for c in runners:
+            err = float((flat(outputs[c]) - ref).norm() / ref.norm())
+            median = float(np.median(times[c]))
+            rows.append([name, *c, f"{median * 1e3:.0f} ms", f"{base / median:.2f}x", f"{err:.1e}"])
+            print(" | ".join(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=800, help="side of the synthetic samples (MVTec 3D-AD: 800)")
@@ -110,6 +159,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["patchcore", "cfm"], choices=sorted(METHOD_OPTIONS))
     parser.add_argument("--batch", type=int, default=4, help="predict_batch size for the throughput")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the test set per configuration")
+    parser.add_argument("--backbones-only", action="store_true",
+                        help="time the backbones alone (DINO ViT-B/8, WideResNet-50, EfficientNet-Lite0)")
     parser.add_argument("--paper-random", action="store_true",
                         help="the paper backbones with random weights (speed only)")
     args = parser.parse_args()
@@ -120,6 +171,11 @@ def main() -> None:
 
     print(machine_line())
     print(f"bf16 native on this CPU: {bf16_native()}; machine shared with other agents (loaded)")
+    if args.backbones_only:
+        rows = backbone_rows(configurations(), max(3, args.rounds))
+        print(markdown_table(["backbone", "engine", "precision", "median (batch 1)", "speed vs torch fp32",
+                              "rel. feature error"], rows))
+        return
     with tempfile.TemporaryDirectory() as root:
         synthetic.make_dataset(root, categories=["puck"], n_train=args.train, n_test=args.test,
                                n_test_good=max(2, args.test * 3), image_size=args.size, seed=0, n_validation=2)

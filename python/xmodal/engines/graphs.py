@@ -83,8 +83,10 @@ def image_size(extractor) -> int:
     """Side of the square images the extractor feeds its 2D networks."""
     import sys
 
-    return int(getattr(extractor, "input_size", getattr(sys.modules[type(extractor).__module__], "INPUT_SIZE",
-                                                        DEFAULT_IMAGE_SIZE)))
+    for attr in ("input_size", "image_size"):  # PaDiM's extractor has an image_size option
+        if isinstance(getattr(extractor, attr, None), int):
+            return int(getattr(extractor, attr))
+    return int(getattr(sys.modules[type(extractor).__module__], "INPUT_SIZE", DEFAULT_IMAGE_SIZE))
 
 
 def example_inputs(module, kind: str, *, size: int = DEFAULT_IMAGE_SIZE, batch: int = 1, groups: int = 64,

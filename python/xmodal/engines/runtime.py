@@ -95,6 +95,8 @@ def onnxruntime_session(model, graph: graphs.Graph):
     options.intra_op_num_threads = _threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # idle threads sleep instead of spinning: on a shared machine spinning takes others' share
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
                                    providers=["CPUExecutionProvider"])
     return _named(session, graph, "onnxruntime")

@@ -213,7 +213,8 @@ def test_device_is_honoured_by_test_and_predict(model, dataset, tmp_path, capsys
             assert code == 1 and "torch sees no CUDA device" in err
     seen = []
     real = xmodal.methods.load
-    monkeypatch.setattr(xmodal.methods, "load", lambda path, device=None: seen.append(device) or real(path, device))
+    monkeypatch.setattr(xmodal.methods, "load", lambda path, device=None, **engine: seen.append(device)
+                        or real(path, device, **engine))
     code, _, _ = run(["predict", "--model", str(model), rgb, xyz, "--device", "cpu", "--quiet"], capsys)
     assert code == 0 and seen == ["cpu"]
 

@@ -59,6 +59,16 @@ def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: where the backbones and model run")
 
 
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    from .engines import ENGINES, PRECISIONS
+
+    p.add_argument("--engine", choices=ENGINES, default=None,
+                   help="what runs the neural parts: torch (default; onnxruntime for a directory written by "
+                        "`xmodal export`), onnxruntime, openvino or tensorrt")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp32 (default) or bf16 for the backbones and heads (the kernels stay fp32)")
+
+
 def _add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or progress messages on stderr")
 
@@ -80,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="xmodal", description="Multimodal (RGB + 3D) industrial anomaly detection.")
     parser.add_argument("--version", action="version", version=f"xmodal {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, help="what to do",
-                                metavar="{fit,test,predict,demo,convert-eyecandies,bench,benchmark,info}")
+                                metavar="{fit,test,predict,export,demo,convert-eyecandies,bench,benchmark,info}")
 
     fit = sub.add_parser("fit", help="fit a method on the good training samples of one category")
     fit.add_argument("--method", required=True, choices=method_names(), help="the method to fit")
@@ -122,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--out", default=None, help="folder for report.md and report.json (default: the model directory)")
     test.add_argument("--save-maps", action="store_true", help="also write a heat-map PNG per test sample to OUT/maps/")
     _add_device(test)
+    _add_engine(test)
     _add_overwrite(test, "the report files and maps/")
     _add_quiet(test)
 
@@ -132,8 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--save-map", default=None,
                          help="write the heat-map picture to this .png and the raw map beside it as .tiff")
     _add_device(predict)
+    _add_engine(predict)
     _add_overwrite(predict, "the --save-map files")
     _add_quiet(predict)
+
+    export = sub.add_parser("export", help="write a fitted model's neural parts as ONNX graphs (onnxruntime, "
+                                           "OpenVINO, TensorRT), the rest as safetensors")
+    export.add_argument("--model", required=True, help="model directory written by `xmodal fit`")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="onnx (default)")
+    export.add_argument("--out", required=True,
+                        help="directory to write: a new path, an empty folder or an earlier xmodal export")
+    export.add_argument("--batch", type=_positive, default=None,
+                        help="fixed batch size of the backbone graphs (default: dynamic)")
+    _add_overwrite(export, "--out")
 
     demo = sub.add_parser("demo", help="synthetic data -> fit CFM (offline backbones) -> test -> report")
     demo.add_argument("--out", default=None,
@@ -317,10 +339,10 @@ def cmd_fit(args) -> int:
     return 0
 
 
-def _load_model(path: str, device: str):
+def _load_model(path: str, device: str, engine=None, precision=None):
     from .methods import load
 
-    return load(path, device=_device(device))
+    return load(path, device=_device(device), engine=engine, precision=precision)
 
 
 def _verdict_lines(report: dict) -> list[str]:
@@ -403,7 +425,7 @@ def cmd_test(args) -> int:
     if not _model_dir.is_model_dir(Path(args.model)):
         _model_dir.read(args.model)  # says precisely what is wrong with it, before any work
     out = _check_report_dir(args.out or args.model, [args.data], args.overwrite, args.save_maps)
-    detector = _load_model(args.model, args.device)
+    detector = _load_model(args.model, args.device, args.engine, args.precision)
     detector.config["progress"] = not args.quiet
     writer = MapWriter(out / "maps", detector) if args.save_maps else None
     report = evaluate(detector, test, protocol=args.protocol, progress_bar=not args.quiet, on_result=writer)
@@ -431,7 +453,7 @@ def cmd_predict(args) -> int:
         raw = check_output(_raw_map_path(picture), "--save-map (raw map)", directory=False, protected=protected,
                            reusable=written_by_xmodal, overwrite=args.overwrite)
     sample = read_sample_files(args.rgb, args.xyz)
-    detector = _load_model(args.model, args.device)
+    detector = _load_model(args.model, args.device, args.engine, args.precision)
     detector.config["progress"] = not args.quiet
     result = detector.predict(sample)
     print(json.dumps({"score": result.score, "normalized_score": result.normalized_score,
@@ -452,6 +474,21 @@ def cmd_predict(args) -> int:
                                                 threshold=result.pixel_threshold))
         save_raw_map(raw, score_map)
         print(f"heat map: {picture} (raw map: {raw})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .io import check_output
+    from .methods import _model_dir
+
+    _model_dir.read(args.model)  # says precisely what is wrong with it, before any work
+    check_output(args.out, "--out", directory=True, protected=[args.model], reusable=_model_dir.replaceable,
+                 overwrite=args.overwrite)
+    detector = _load_model(args.model, "cpu", "torch")
+    path = detector.export(args.out, args.format, batch=args.batch, overwrite=args.overwrite)
+    graphs = sorted(p.name for p in path.glob("graph.*.onnx"))
+    print(f"exported {detector.method} to {path}: {', '.join(graphs)}, manifest.json, model.safetensors; run it "
+          f"with `xmodal predict --model {path}` (onnxruntime) or xmodal.load(path, engine=...)")
     return 0
 
 

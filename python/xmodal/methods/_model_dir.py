@@ -38,7 +38,7 @@ from ..io import check_output, follow_umask
 
 FORMAT = "xmodal-model/1"
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
-XMODAL_ENTRIES = frozenset({CONFIG, WEIGHTS, "report.md", "report.json", "maps"})
+XMODAL_ENTRIES = frozenset({CONFIG, WEIGHTS, "report.md", "report.json", "maps", "manifest.json"})
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -52,9 +52,14 @@ def is_model_dir(path: Path) -> bool:
     return isinstance(document, dict) and document.get("format") == FORMAT
 
 
+def is_xmodal_entry(name: str) -> bool:
+    """What xmodal writes into a model directory (``Detector.export`` adds ``graph.*.onnx``)."""
+    return name in XMODAL_ENTRIES or (name.startswith("graph.") and name.endswith(".onnx"))
+
+
 def replaceable(path: Path) -> bool:
     """A model directory that holds nothing but what xmodal writes into one."""
-    return path.is_dir() and is_model_dir(path) and all(p.name in XMODAL_ENTRIES for p in path.iterdir())
+    return path.is_dir() and is_model_dir(path) and all(is_xmodal_entry(p.name) for p in path.iterdir())
 
 
 def write(path, files: dict, *, overwrite: bool = False, option: str = "save(path)") -> Path:
@@ -151,7 +156,7 @@ def _recover(target: Path) -> None:
             continue
         if kind == "old" and not target.exists() and not target.is_symlink():
             os.rename(sibling, target)
-        elif sibling.is_dir() and all(p.name in XMODAL_ENTRIES for p in sibling.iterdir()):
+        elif sibling.is_dir() and all(is_xmodal_entry(p.name) for p in sibling.iterdir()):
             shutil.rmtree(sibling, ignore_errors=True)
 
 

@@ -168,11 +168,17 @@ class Detector:
     map_size: ClassVar[int] = 224  # side of ``AnomalyResult.map``
 
     def __init__(self, **config: Any) -> None:
+        from .. import engines
+
+        self._engine = engines.check_engine(config.pop("engine", "torch"))
+        self._precision = engines.check_precision(config.pop("precision", "fp32"))
         self.config = dict(config)
         self.info: dict = {}  # facts recorded at fit time (backbones used, sizes, timings, calibration)
         self.fitted = False
         self.calibration: Calibration | None = None
         self._extractor = None
+        self._runners = None  # the heads' runners for a non-default engine or precision
+        self._exported = None  # the graphs of an exported directory this detector was loaded from
 
     @classmethod
     def common_options(cls, legacy: dict, *, backbones: str, weights_dir, device, seed: int, batch_size: int,
@@ -187,12 +193,13 @@ class Detector:
         one_of(backbones, "backbones", CHOICES)
         max_memory = take_renamed(legacy, "max_memory", max_memory, max_memory_default)
         options = PointMAEOptions.of(pointmae, legacy)
+        runtime = {k: legacy.pop(k) for k in ("engine", "precision") if k in legacy}  # taken by Detector.__init__
         reject_unknown(legacy, cls)
         integer(seed, "seed", minimum=0)
         return {"backbones": backbones, "weights_dir": None if weights_dir is None else str(weights_dir),
                 "device": check_device(device), "seed": int(seed), "batch_size": batch_size,
                 "max_memory": max_memory, "calibration": check_share(calibration), "progress": bool(progress),
-                "random_weights": bool(random_weights), "pointmae": options.as_dict()}
+                "random_weights": bool(random_weights), "pointmae": options.as_dict(), **runtime}
 
     @property
     def pointmae(self) -> PointMAEOptions:
@@ -236,10 +243,78 @@ class Detector:
 
     @property
     def extractor(self):
-        """The backbones, built on first use (loading a model does not load them)."""
+        """The backbones, built on first use (loading a model does not load them), run by
+        ``engine`` in ``precision``."""
         if self._extractor is None:
-            self._extractor = self._build_extractor()
+            from ..engines import export, runtime
+
+            if self._exported is not None and self._engine != "torch":
+                with runtime.skeleton_weights(self):  # the graphs replace the modules: no weight files
+                    extractor = self._build_extractor()
+            else:
+                extractor = self._build_extractor()
+            self._extractor = export.attach(self, extractor)
         return self._extractor
+
+    # --- engines and precision (xmodal.engines) -----------------------------------------------
+    @property
+    def engine(self) -> str:
+        """What runs the neural parts: "torch" (default), "onnxruntime", "openvino" or
+        "tensorrt" (:mod:`xmodal.engines`); settable, e.g. per machine after ``xmodal.load``."""
+        return self._engine
+
+    @engine.setter
+    def engine(self, value) -> None:
+        from .. import engines
+
+        self._engine = engines.check_engine(value)
+        self._extractor, self._runners = None, None
+
+    @property
+    def precision(self) -> str:
+        """"fp32" (default) or "bf16" for the backbones and heads; the kernels stay fp32."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value) -> None:
+        from .. import engines
+
+        self._precision = engines.check_precision(value)
+        self._extractor, self._runners = None, None
+
+    def _heads(self) -> dict:
+        """The method's own neural modules besides the backbones, {name: torch module} (e.g.
+        CFM's mapping networks): exported as graphs and run by the engine."""
+        return {}
+
+    def _head_runners(self) -> dict | None:
+        """{name: callable} standing in for ``_heads()`` on the engine and precision; None for
+        torch in fp32 (the method then uses its modules, or xmodal's fused kernels, directly)."""
+        if self._runners is None:
+            from ..engines import export
+
+            self._runners = export.heads(self)
+        return self._runners
+
+    def export(self, path: str | os.PathLike, format: str = "onnx", *, batch: int | None = None,
+               overwrite: bool = False) -> Path:
+        """Writes the model as ONNX graphs of its neural parts plus the rest as safetensors.
+
+        The directory is a model directory that ``xmodal.load`` runs with onnxruntime (or
+        ``engine="openvino"`` / ``"tensorrt"``) without the backbones' weight files; its
+        ``manifest.json`` names the graphs, their shapes and the xmodal ops between them, and
+        gives the TensorRT profiles and ``trtexec`` commands. Save rules as :meth:`save`.
+
+        Args:
+            path: the output directory.
+            format: "onnx".
+            batch: None for a dynamic batch axis, or the fixed batch size of the backbone graphs
+                (heads always take a dynamic number of rows).
+            overwrite: as for :meth:`save`.
+        """
+        from ..engines import export
+
+        return export.export(self, path, format, batch=batch, overwrite=overwrite)
 
     def _feature_extractor(self, rgb: str, xyz: str, grid: int, **options):
         """A :class:`xmodal.backbones.FeatureExtractor` with this detector's device, weights and
@@ -319,7 +394,9 @@ class Detector:
         configure_torch()
         self.fitted = False
         self.calibration = None
+        self._runners = None
         self._fit(train)
+        self._runners = None  # heads trained by _fit: their runners are made from the new weights
         self.info["train_images"] = len(train)
         self.fitted = True
         if held is None:
@@ -428,23 +505,31 @@ class Detector:
         Anything else raises ValueError unless ``overwrite=True``, which replaces what is at
         ``path`` and nothing outside it.
         """
+        self._require_fitted()
+        return _model_dir.write(path, self._model_files(), overwrite=overwrite)
+
+    def _model_arrays(self) -> dict[str, np.ndarray]:
+        state = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
+        if self.calibration is not None:
+            state.update(self.calibration.arrays())
+        return state
+
+    def _model_files(self) -> dict:
+        """{file name: writer} of the model directory (``config.json``, ``model.safetensors``)."""
         from safetensors.numpy import save_file
 
         from .. import __version__
 
-        self._require_fitted()
-        state = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
-        if self.calibration is not None:
-            state.update(self.calibration.arrays())
+        state = self._model_arrays()
         document = {"format": FORMAT, "xmodal_version": __version__, "method": self.method,
                     "config": self.config, "info": self.info}
         text = json.dumps(document, indent=2, default=_json_default)
-        files = {_model_dir.WEIGHTS: lambda p: save_file(state, str(p)),
-                 _model_dir.CONFIG: lambda p: p.write_text(text)}
-        return _model_dir.write(path, files, overwrite=overwrite)
+        return {_model_dir.WEIGHTS: lambda p: save_file(state, str(p)),
+                _model_dir.CONFIG: lambda p: p.write_text(text)}
 
     @classmethod
-    def _from_saved(cls, path: Path, document: dict, state: dict[str, np.ndarray], device=None) -> Detector:
+    def _from_saved(cls, path: Path, document: dict, state: dict[str, np.ndarray], device=None, engine=None,
+                    precision=None) -> Detector:
         config_file, weights_file = path / _model_dir.CONFIG, path / _model_dir.WEIGHTS
         config = migrate_config(document["config"])
         if device is not None:
@@ -472,6 +557,11 @@ class Detector:
                        f"{_model_dir.one_line(exc)}")
                 raise ValueError(msg) from exc
         detector.fitted = True
+        from ..engines.export import Exported
+
+        detector._exported = Exported.read(path)
+        detector.engine = engine or ("onnxruntime" if detector._exported is not None else "torch")
+        detector.precision = precision or "fp32"
         return detector
 
     def __repr__(self) -> str:
@@ -489,12 +579,16 @@ def _json_default(value):
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-def load(path: str | os.PathLike, device: str | None = None) -> Detector:
-    """Loads a model directory written by ``Detector.save``.
+def load(path: str | os.PathLike, device: str | None = None, *, engine: str | None = None,
+         precision: str | None = None) -> Detector:
+    """Loads a model directory written by ``Detector.save`` or ``Detector.export``.
 
     Args:
         path: the model directory.
         device: run the model there ("cpu", "cuda[:N]") instead of the device it was fitted on.
+        engine: what runs the neural parts (:mod:`xmodal.engines`); default "torch", and
+            "onnxruntime" for an exported directory (its graphs, no backbone weight files).
+        precision: "fp32" (default) or "bf16" for the neural parts.
 
     Raises:
         ValueError: the directory is missing, is not an xmodal model, or is corrupt (one line
@@ -508,4 +602,9 @@ def load(path: str | os.PathLike, device: str | None = None) -> Detector:
     if method not in METHODS:
         msg = f"{path / _model_dir.CONFIG}: unknown method {method!r}; known: {', '.join(sorted(METHODS))}"
         raise ValueError(msg)
-    return method_class(method)._from_saved(path, document, state, device)
+    if engine is not None or precision is not None:
+        from .. import engines
+
+        engine = None if engine is None else engines.check_engine(engine)
+        precision = None if precision is None else engines.check_precision(precision)
+    return method_class(method)._from_saved(path, document, state, device, engine, precision)

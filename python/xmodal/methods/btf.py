@@ -238,6 +238,12 @@ class BTF(Detector):
     """
 
     method = "btf"
+    # what an exported BTF runs (Detector.export's manifest): graphs in braces, xmodal ops between
+    pipeline = ("background removal (RANSAC plane, largest cluster), square zero pad",
+                "rgb: PIL bicubic resize, normalisation, {network} stage maps, xmodal.ops.points_to_grid pooling",
+                "xyz: xmodal.ops.organized_fpfh, xmodal.ops.points_to_grid pooling",
+                "xmodal.ops.knn against bank (model.safetensors), image score re-weighting, bilinear upsample, "
+                "Gaussian blur; calibration")
 
     def __init__(self, modality: str = "rgb+xyz", backbones: str = "auto", weights_dir=None, device: str = "cpu",
                  background: str = "remove", normal_radius: float = 0.1, normal_max_nn: int = 30,

@@ -99,6 +99,17 @@ class CFM(Detector):
     """
 
     method = "cfm"
+    # what an exported CFM runs (Detector.export's manifest): graphs in braces, xmodal ops between
+    pipeline = ("rgb: square pad (square_pad), PIL bicubic resize to 224, backbone normalisation",
+                "{rgb_backbone}: offline, EfficientNet-Lite0 stage maps then PatchCore patch features "
+                "(3x3 average pool, bilinear to the first stage, concatenation); paper, DINO ViT-B/8 tokens",
+                "bilinear resize of the 2D features to 224 x 224",
+                "xyz: nearest resize to 224; offline, depth image through {xyz_backbone} as for rgb; paper, "
+                "xmodal.ops.group_points (FPS + kNN), {xyz_backbone} (Point-MAE), xmodal.ops.three_nn_interpolate, "
+                "xmodal.ops.points_to_grid",
+                "{mlp_2d3d} on the foreground 2D rows, {mlp_3d2d} on the foreground 3D rows",
+                "crossmodal discrepancies ||n(mapped) - n(real)|| per direction, aggregated (product by default)",
+                "box blur (CFM's filters); score = max of the map; calibration from model.safetensors")
 
     def __init__(self, backbones: str = "auto", weights_dir=None, device: str = "cpu", epochs: int = 50,
                  batch_size: int = 4, lr: float = 1e-3, aggregation: str = "product", pruning: str = "full",
@@ -138,6 +149,9 @@ class CFM(Detector):
     def _features(self, batch):
         return self.extractor(batch)
 
+    def _heads(self) -> dict:
+        return {"mlp_2d3d": self.mlp_2d3d, "mlp_3d2d": self.mlp_3d2d}
+
     @staticmethod
     def _rows(feats, i: int):
         """(2D rows (G*G, C2), 3D rows (G*G, C3), foreground (G*G,) bool) of image i of a batch."""
@@ -153,7 +167,8 @@ class CFM(Detector):
         import torch
 
         c = self.config
-        choice, reason = resolve(c["backbones"], ("dino_vitb8", "pointmae"), c["weights_dir"])
+        needed = () if c["random_weights"] and c["backbones"] == "paper" else ("dino_vitb8", "pointmae")
+        choice, reason = resolve(c["backbones"], needed, c["weights_dir"])  # random weights read no file
         self._record_backbones(choice, reason)
         store = FeatureStore(c["max_memory"], c["tmp_dir"])
         try:
@@ -292,7 +307,13 @@ class CFM(Detector):
         from ..ops import crossmodal_discrepancy
 
         f2d, f3d, fg = self._rows(feats, i)
-        d = crossmodal_discrepancy(f2d.contiguous(), f3d.contiguous(), self.mlp_2d3d, self.mlp_3d2d, fg)
+        runners = self._head_runners()
+        if runners is None:
+            d = crossmodal_discrepancy(f2d.contiguous(), f3d.contiguous(), self.mlp_2d3d, self.mlp_3d2d, fg)
+        else:  # the mapping networks on another engine or in bf16; distances in float32
+            from ..engines.runtime import crossmodal_discrepancy as on_engine
+
+            d = on_engine(runners["mlp_2d3d"], runners["mlp_3d2d"], f2d, f3d, fg)
         aggregation = self.config["aggregation"]
         if aggregation == "product":
             psi = d.d_2d * d.d_3d

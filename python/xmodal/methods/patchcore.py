@@ -120,6 +120,16 @@ class PatchCore(Detector):
     """
 
     method = "patchcore"
+    # what an exported PatchCore runs (Detector.export's manifest): graphs in braces, xmodal ops between
+    pipeline = ("rgb: PIL bicubic resize to 224, backbone normalisation",
+                "{rgb_backbone}: CNN stage maps then patch features (3x3 average pool, bilinear to the first "
+                "stage, concatenation), or DINO ViT tokens; bilinear resize to the grid",
+                "xyz: nearest resize to 224; depth image through {xyz_backbone}, or xmodal.ops.group_points, "
+                "{xyz_backbone} (Point-MAE), xmodal.ops.three_nn_interpolate, xmodal.ops.points_to_grid",
+                "xmodal.ops.knn of each patch row against bank.<modality> (model.safetensors), scaled by "
+                "scale.<modality>",
+                "image score re-weighting (reweight option); patch grid bilinear to 224, Gaussian blur (sigma)",
+                "fusion of the modalities (weighted sum, or OCSVM coefficients fusion.*); calibration")
 
     def __init__(self, modality: str = "rgb+xyz", backbones: str = "auto", backbone=None, weights_dir=None,
                  device: str = "cpu", coreset_ratio=0.1, projection: str = "sparse", proj_dim: int = 128,

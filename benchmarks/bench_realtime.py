@@ -46,6 +46,9 @@ METHOD_OPTIONS = {
     "patchcore": {"modality": "rgb+xyz"},
     "cfm": {"epochs": 1, "row_fraction": 0.05},
     "btf": {},
+    "padim": {},
+    "bridgenet": {"epochs": 1},
+    "g2sf": {"n_synthetic": 2, "epochs": 1, "seed": 2},
 }
 
 
@@ -171,14 +174,19 @@ def main() -> None:
     from xmodal.methods import create, method_names
 
     busy = args.busy if args.busy is not None else xmodal.available_cpus()
-    methods = args.methods or [m for m in method_names() if m in METHOD_OPTIONS]
+    methods = args.methods or method_names()
     root = tempfile.mkdtemp(prefix="xmodal-realtime-")
     synthetic.make_dataset(root, categories=["puck"], n_train=args.train, n_test=max(1, args.images // 7 + 1),
                            n_test_good=args.images, image_size=args.size, seed=11, n_validation=2)
     rows, gpu_rows, notes = [], [], []
     for method in methods:
-        det = create(method, backbones="offline", progress=False, calibration=0, **METHOD_OPTIONS.get(method, {}))
-        det.fit(MVTec3D(root, "puck", "train"))
+        try:
+            det = create(method, backbones="offline", progress=False, calibration=0,
+                         **METHOD_OPTIONS.get(method, {}))
+            det.fit(MVTec3D(root, "puck", "train"))
+        except (ValueError, TypeError, RuntimeError) as exc:  # a method this quick fit does not suit
+            notes.append(f"{method}: not measured ({type(exc).__name__}: {exc})")
+            continue
         model = det.save(os.path.join(root, f"model-{method}"))
         quiet = {}
         for policy, env in POLICIES.items():

@@ -123,7 +123,7 @@ def _run(code, **env_changes):
     env = {k: v for k, v in os.environ.items()
            if k not in {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS", "XMODAL_NUM_THREADS"}}
     env.update(env_changes)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=600)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -17,8 +17,13 @@ from xmodal.methods import method_names
 
 pytest.importorskip("torch")
 
-CATEGORIES = ("puck", "ring")
-FAST = {"cfm": {"epochs": 1}, "padim": {"n_features": 16}}  # options that keep each job to seconds
+CATEGORIES = ("block", "ring")  # G2SF needs foregrounds larger than the puck's at 100 px
+FAST = {  # options that keep each job to seconds (a method registered later runs with its defaults)
+    "cfm": {"epochs": 1},
+    "padim": {"n_features": 16},
+    "g2sf": {"n_synthetic": 4, "epochs": 1, "fuser_max_patches": 1500},
+    "bridgenet": {"image_size": 96, "embed_dim": 256, "hidden": 256, "epochs": 2},
+}
 
 
 @pytest.fixture(scope="module")
@@ -125,18 +130,18 @@ def test_a_failure_is_reported_and_the_others_run(data, tmp_path, monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr(PaDiM, "_fit", broken)
         summary = run_benchmark(data, out, methods=["padim", "btf"], options={"btf": {"modality": "xyz"}},
-                                bootstrap=0, workers=0, categories=["puck"], log=None)
-    assert summary["failed"] == 1 and read_result(out / "jobs" / "btf" / "puck")["status"] == "ok"
-    failed = read_result(out / "jobs" / "padim" / "puck")
+                                bootstrap=0, workers=0, categories=["block"], log=None)
+    assert summary["failed"] == 1 and read_result(out / "jobs" / "btf" / "block")["status"] == "ok"
+    failed = read_result(out / "jobs" / "padim" / "block")
     assert failed["status"] == "failed" and "simulated failure" in failed["error"]
     accuracy = (out / "accuracy.md").read_text()
-    assert "| puck | failed |" in accuracy and "padim / puck: RuntimeError: simulated failure" in accuracy
+    assert "| block | failed |" in accuracy and "padim / block: RuntimeError: simulated failure" in accuracy
     # the next run retries the failed job only
     summary = run_benchmark(data, out, methods=["padim", "btf"], options={"btf": {"modality": "xyz"},
                             "padim": {"n_features": 16}}, backbones=None, bootstrap=0, workers=0,
-                            categories=["puck"], log=None)
+                            categories=["block"], log=None)
     assert (summary["ran"], summary["reused"], summary["failed"]) == (1, 1, 0)
-    assert read_result(out / "jobs" / "padim" / "puck")["status"] == "ok"
+    assert read_result(out / "jobs" / "padim" / "block")["status"] == "ok"
 
 
 def test_changed_settings_are_recomputed(data, tmp_path):
@@ -203,7 +208,7 @@ def test_output_folder_rules(data, tmp_path):
     with pytest.raises(OutputPathError, match="out"):
         run_benchmark(data, other, methods=["btf"], log=None)
     with pytest.raises(OutputPathError, match="only reads"):
-        run_benchmark(data, data / "puck" / "out", methods=["btf"], log=None)
+        run_benchmark(data, data / "block" / "out", methods=["btf"], log=None)
     assert (other / "notes.txt").read_text() == "keep me"
     with pytest.raises(FileNotFoundError, match="no such dataset folder"):
         run_benchmark(tmp_path / "missing", tmp_path / "out", log=None)
@@ -213,12 +218,12 @@ def test_command_line(data, tmp_path, capsys):
     from xmodal.cli import main
 
     out = tmp_path / "cli"
-    args = ["benchmark", "--data", str(data), "--out", str(out), "--methods", "btf", "--categories", "puck",
+    args = ["benchmark", "--data", str(data), "--out", str(out), "--methods", "btf", "--categories", "block",
             "--set", "btf.modality=xyz", "--set", "btf.grid=14", "--bootstrap", "0", "--workers", "0", "--quiet"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "ran 1 job(s), reused 0, failed 0" in printed and "| puck |" in printed
-    assert read_result(out / "jobs" / "btf" / "puck")["spec"]["options"] == {"device": "cpu", "progress": False,
+    assert "ran 1 job(s), reused 0, failed 0" in printed and "| block |" in printed
+    assert read_result(out / "jobs" / "btf" / "block")["spec"]["options"] == {"device": "cpu", "progress": False,
                                                                             "modality": "xyz", "grid": 14}
     assert main(args) == 0 and "ran 0 job(s), reused 1" in capsys.readouterr().out
     assert main([*args[:-1], "--set", "btf=1"]) == 1

@@ -119,7 +119,7 @@ def train_step(det, embed, rgb, depth, mask, optimizers):
     loss.backward()
     for opt in optimizers:
         opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def main() -> None:

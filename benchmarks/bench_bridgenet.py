@@ -102,7 +102,7 @@ def train_step(det, embed, rgb, depth, mask, optimizers):
     with torch.no_grad():
         noisy = [x + 0.12 * torch.randn_like(x) for x in (rgb, depth)]
         textured = [x * (1 - mask) + torch.randn_like(x) * mask for x in (rgb, depth)]
-        per = [[embed(v) for v in group] for group in zip(noisy, textured, (rgb, depth), strict=True)]
+        per = [[embed(v) for v in kind] for kind in (noisy, textured, (rgb, depth))]
     joint = [torch.cat(pair, dim=1) for pair in per]  # noisy, textured, clean
     clean = heads.adaptor(joint[2])
     medium = heads.adaptor(joint[2] + 0.04 * torch.randn_like(joint[2]))
@@ -119,7 +119,7 @@ def train_step(det, embed, rgb, depth, mask, optimizers):
     loss.backward()
     for opt in optimizers:
         opt.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def main() -> None:
@@ -128,12 +128,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--train-size", type=int, default=288)
     parser.add_argument("--train-batch", type=int, default=2)
+    parser.add_argument("--skip-inference", action="store_true", help="only the training step")
     args = parser.parse_args()
     if torch.get_num_threads() != xmodal.get_num_threads():
         torch.set_num_threads(xmodal.get_num_threads())
-    det = detector(args.size)
-    ref_net = reference_backbone(det.config["seed"])
     g = torch.Generator().manual_seed(0)
+    print("## bench_bridgenet\n")
+    print(machine_line() + f"; torch {torch.__version__}, {torch.get_num_threads()} threads for both; "
+          "the machine was shared with other jobs (fastest of interleaved rounds)\n")
+    ref_net = reference_backbone(0)
+    if not args.skip_inference:
+        inference(args, ref_net, g)
+    training(args, ref_net, g)
+
+
+def inference(args, ref_net, g) -> None:
+    det = detector(args.size)
     rgb = torch.randn(1, 3, args.size, args.size, generator=g)
     depth = torch.randn(1, 3, args.size, args.size, generator=g)
 
@@ -148,9 +158,6 @@ def main() -> None:
                              "xmodal": lambda: xmodal_predict(det, rgb, depth)}, rounds=args.rounds)
     ref_s, our_s = best["reference"][1], best["xmodal"][1]
 
-    print("## bench_bridgenet\n")
-    print(machine_line() + f"; torch {torch.__version__}, {torch.get_num_threads()} threads for both; "
-          "the machine was shared with other jobs (fastest of interleaved rounds)\n")
     print(f"Inference, batch 1 at {args.size}^2 (WideResNet-50-2 random weights, reference head shapes); "
           f"max |score diff| {score_diff:.1e}, max |map diff| {map_diff:.1e}\n")
     print(markdown_table(["implementation", "time / sample", "ratio", "peak extra memory", "memory ratio"], [
@@ -159,7 +166,9 @@ def main() -> None:
          f"{our_peak / max(ref_peak, 1):.2f}"],
     ]))
 
-    # --- training step ----------------------------------------------------------------------
+
+
+def training(args, ref_net, g) -> None:
     from xmodal.reference import patch_embedding_unfold
 
     size, b = args.train_size, args.train_batch
@@ -180,7 +189,8 @@ def main() -> None:
     opts = optimizers()
     steps = interleaved_best({
         "reference": lambda: train_step(tdet, reference_embed, rgb, depth, mask, opts),
-        "xmodal": lambda: train_step(tdet, text.embed, rgb, depth, mask, opts)}, rounds=max(1, args.rounds - 1))
+        "xmodal": lambda: train_step(tdet, text.embed, rgb, depth, mask, opts)}, rounds=max(1, args.rounds - 1),
+        warmup=False)
     ref_t, our_t = steps["reference"][1], steps["xmodal"][1]
     print(f"\nTraining step, batch {b} at {size}^2 (6 backbone passes, adaptor + discriminator forward/backward, "
           "Adam/AdamW steps)\n")

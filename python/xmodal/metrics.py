@@ -35,7 +35,7 @@ __all__ = ["METRICS", "PROTOCOLS", "ResultsTable", "evaluate_maps"]
 LIMITS = (0.3, 0.1, 0.05, 0.01)
 AUPRO_NAMES = tuple(f"AUPRO@{round(limit * 100)}%" for limit in LIMITS)
 METRICS = ("I-AUROC", "P-AUROC", *AUPRO_NAMES)
-PROTOCOLS = {"exact": None, "m3dm": 100, "cfm": 99}  # protocol -> num_thresholds of the PRO curve
+PROTOCOLS = {"exact": None, "m3dm": 100, "cfm": 99, "bridgenet": 200}  # protocol -> thresholds of the PRO curve
 
 
 def evaluate_maps(image_scores, image_labels, maps, masks, protocol: str = "exact", *, bootstrap: int = 0,
@@ -51,8 +51,10 @@ def evaluate_maps(image_scores, image_labels, maps, masks, protocol: str = "exac
         maps: (N, H, W) anomaly maps, or a list of N (H, W) maps of possibly different sizes;
             numpy or torch (CPU or CUDA).
         masks: ground truth of the same structure and shapes; nonzero = anomalous.
-        protocol: ``"exact"``, ``"m3dm"`` (100 thresholds) or ``"cfm"`` (99 thresholds and CFM's
-            map normalisations); see the module docstring.
+        protocol: ``"exact"``, ``"m3dm"`` (100 thresholds), ``"cfm"`` (99 thresholds and CFM's
+            map normalisations), see the module docstring, or ``"bridgenet"``: BridgeNet's own
+            P-AUPRO (200 thresholds, predictions dilated 5 x 5, FPR rows below the limit min-max
+            renormalised; :mod:`xmodal._dilated_pro`), comparable only with BridgeNet's tables.
         bootstrap: number of bootstrap resamples of the test images (0: none). Resampling is
             stratified by image label, so every resample has both classes.
         seed: seeds the resampling.
@@ -91,7 +93,15 @@ def evaluate_maps(image_scores, image_labels, maps, masks, protocol: str = "exac
         "I-AUROC": auroc(scores, labels),
         "P-AUROC": auroc_nonzero(pixel_maps, image_masks),
     }
-    values = aupro(pro_maps, image_masks, limits=LIMITS, num_thresholds=num_thresholds)
+    if protocol == "bridgenet":
+        if bootstrap:
+            msg = "bootstrap is not available for protocol='bridgenet'; use 'exact', 'm3dm' or 'cfm'"
+            raise ValueError(msg)
+        from ._dilated_pro import dilated_aupro
+
+        values = dilated_aupro(pro_maps, image_masks, limits=LIMITS, num_thresholds=num_thresholds)
+    else:
+        values = aupro(pro_maps, image_masks, limits=LIMITS, num_thresholds=num_thresholds)
     results.update({name: values[limit] for name, limit in zip(AUPRO_NAMES, LIMITS, strict=False)})
     if bootstrap:
         results.update(_bootstrap(scores, labels, pro_maps, image_masks, num_thresholds, bootstrap, seed, ci))

@@ -58,7 +58,8 @@ Deviations from the reference code, on purpose:
   (DTD is not downloadable here).
 - Evaluation uses the standard protocols. The reference's P-AUPRO changed between versions:
   snapshot 53c7ddc integrates a non-standard curve (200 thresholds, predictions dilated 5x5, FPR
-  < 0.3 renormalised), which is not reproduced; the newest stored ``metrics.py`` (cc7b047) calls
+  < 0.3 renormalised), which ``xmodal.evaluate(..., protocol="bridgenet")`` reproduces (the
+  paper's P-AUPRO tables use it); the newest stored ``metrics.py`` (cc7b047) calls
   an ``auproUtil.calculate_au_pro(integration_limit=0.3, num_thresholds=100)``, the M3DM-style
   100-threshold AUPRO@30 %, i.e. ``xmodal.evaluate(..., protocol="m3dm")``. The reference also
   min-max normalises scores and maps over the test set (AUROCs unchanged) and counts only GT

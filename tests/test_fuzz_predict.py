@@ -50,14 +50,11 @@ def test_cfm_refuses_a_cloud_without_a_valid_point():
         det.predict(rgb=good.rgb, xyz=np.zeros_like(good.xyz))
 
 
-def test_methods_without_3d_accept_an_empty_cloud_and_3d_ones_do_not(detector):
+def test_only_methods_scoring_the_3d_foreground_refuse_an_empty_cloud(detector, monkeypatch):
     s = _toy.sample(2)
     empty = s.replace(xyz=np.zeros_like(s.xyz))
     detector._check_points([empty])  # the toy (like PatchCore on RGB) does not read the cloud
-    detector.config["modality"] = "rgb+xyz"
-    try:
-        with pytest.raises(ValueError, match="has no valid point"):
-            detector._check_points([empty])
-        detector._check_points([s])
-    finally:
-        del detector.config["modality"]
+    monkeypatch.setattr(type(detector), "_uses_points", lambda self: True)
+    with pytest.raises(ValueError, match="has no valid point"):
+        detector._check_points([empty])
+    detector._check_points([s])

@@ -346,9 +346,10 @@ class Detector:
         return batches(samples, size or self.config["batch_size"], description, enabled=self.config["progress"])
 
     def _uses_points(self) -> bool:
-        """Whether scores come from the 3D foreground: then a sample without a single valid point
-        cannot be judged. Default: the ``modality`` option names xyz."""
-        return "xyz" in str(self.config.get("modality", ""))
+        """Whether every score comes from the 3D foreground: then a sample without a single valid
+        point cannot be judged (CFM). Default False: methods that score background cells too (BTF,
+        PatchCore's banks) define what an empty cloud gives."""
+        return False
 
     def _check_points(self, batch: list) -> None:
         """ValueError for a sample whose cloud has no valid point, when the method scores the 3D

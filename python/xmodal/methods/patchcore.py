@@ -377,6 +377,11 @@ class PatchCore(Detector):
             out[m] = list(zip(dist.split(sizes), index.split(sizes), strict=True))
         return out
 
+    def _uses_points(self) -> bool:
+        # The 3D bank holds foreground patches only: an empty cloud would score 0 and pass as good,
+        # where a line has a sensor fault. BTF's bank keeps background cells and answers instead.
+        return "xyz" in self.modalities
+
     def _result(self, feats, i: int) -> AnomalyResult:
         c = self.config
         parts = self._modality_scores(feats, i)

@@ -242,3 +242,23 @@ def test_upsample_index_is_nearest():
     idx = upsample_index(28, 56).reshape(56, 56)
     assert idx[0, 0] == 0 and idx[1, 1] == 0 and idx[2, 3] == 1 * 28 + 1 and idx[55, 55] == 28 * 28 - 1
     assert np.bincount(idx.reshape(-1).numpy(), minlength=784).tolist() == [4] * 784
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("direction", ["per_modality", "joint"])
+def test_fused_kernel_cuda_matches_cpu(direction):
+    net, banks, p = _random_case(direction, seed=5)
+    head = FusedHead(net, banks)
+    args = [p.img @ head.wa_img.T, p.pcd @ head.wa_pcd.T, head.bank_img, head.bank_pcd, p.idx_img, p.idx_pcd,
+            p.dist_img, p.dist_pcd, p.foreground, head.b_a, head.b_b, head.w1, head.b1, head.w2, head.b2,
+            torch.tensor([0.3, 0.2])]
+    args = [a.detach().contiguous() for a in args]
+    joint = direction == "joint"
+    cpu = anisotropic_min(*args, joint=joint, return_all=True)
+    gpu = anisotropic_min(*[a.cuda() for a in args], joint=joint, return_all=True)
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-6)
+    bad = [a.cuda() for a in args]
+    bad[5] = bad[5].clone()
+    bad[5][int(torch.nonzero(p.foreground)[0, 0]), 0] = 50
+    with pytest.raises(ValueError, match="outside its bank"):
+        anisotropic_min(*bad)

@@ -20,10 +20,11 @@ from .options import PointMAEOptions
 # registry name -> (module, class). A new method adds one line here and @register on its class.
 METHODS = {"cfm": ("cfm", "CFM"), "patchcore": ("patchcore", "PatchCore")}
 METHODS["btf"] = ("btf", "BTF")
+METHODS["fastflow"] = ("fastflow", "FastFlow")
 _CLASSES = {cls: (module, name) for name, (module, cls) in METHODS.items()}
 
-__all__ = ["BTF", "CFM", "METHODS", "AnomalyResult", "Calibration", "Detector", "PatchCore", "PointMAEOptions",
-           "as_sample", "create", "load", "method_names", "register"]
+__all__ = ["BTF", "CFM", "METHODS", "AnomalyResult", "Calibration", "Detector", "FastFlow", "PatchCore",
+           "PointMAEOptions", "as_sample", "create", "load", "method_names", "register"]
 
 
 def method_names() -> list[str]:

@@ -18,7 +18,7 @@ from xmodal.methods.fastflow import _make_net
 @pytest.fixture(scope="module")
 def fitted():
     det = FastFlow(backbones="offline", input_size=128, epochs=25, batch_size=8, progress=False, seed=0)
-    det.fit(_flow_data.train(16))
+    _flow_data.fit_one_thread(det, _flow_data.train(16))
     return det
 
 

@@ -21,10 +21,11 @@ from .options import PointMAEOptions
 METHODS = {"cfm": ("cfm", "CFM"), "patchcore": ("patchcore", "PatchCore")}
 METHODS["btf"] = ("btf", "BTF")
 METHODS["fastflow"] = ("fastflow", "FastFlow")
+METHODS.update(cflow=("cflow", "CFlow"), csflow=("csflow", "CSFlow"), differnet=("differnet", "DifferNet"))
 _CLASSES = {cls: (module, name) for name, (module, cls) in METHODS.items()}
 
-__all__ = ["BTF", "CFM", "METHODS", "AnomalyResult", "Calibration", "Detector", "FastFlow", "PatchCore",
-           "PointMAEOptions", "as_sample", "create", "load", "method_names", "register"]
+__all__ = ["BTF", "CFM", "METHODS", "AnomalyResult", "CFlow", "CSFlow", "Calibration", "Detector", "DifferNet",
+           "FastFlow", "PatchCore", "PointMAEOptions", "as_sample", "create", "load", "method_names", "register"]
 
 
 def method_names() -> list[str]:

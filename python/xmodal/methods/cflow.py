@@ -91,8 +91,8 @@ class CFlow(FlowDetector):
     def __init__(self, backbones: str = "auto", weights_dir=None, device: str = "cpu", coupling_blocks: int = 8,
                  condition_channels: int = 128, clamp: float = 1.9, permutation: str = "soft",
                  fiber_batch: int = 256, input_size: int = 224, epochs: int = 200, batch_size: int = 32,
-                 lr: float = 2e-4, weight_decay: float = 0.0, max_memory: int = 4 << 30, seed: int = 0, calibration: float = 0.1,
-                 progress: bool = True, random_weights: bool = False, **legacy):
+                 lr: float = 2e-4, weight_decay: float = 0.0, max_memory: int = 4 << 30, seed: int = 0,
+                 calibration: float = 0.1, progress: bool = True, random_weights: bool = False, **legacy):
         from .._arrays import one_of
 
         one_of(permutation, "permutation", ("soft", "hard"))

@@ -148,7 +148,7 @@ class DifferNet(FlowDetector):
     def _cache(self, samples):
         import torch
 
-        from .._store import FeatureStore
+        from ._store import FeatureStore
 
         store = FeatureStore(4 << 30)
         with torch.no_grad():

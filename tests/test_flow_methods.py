@@ -21,7 +21,8 @@ from xmodal.methods.differnet import rotate
 SETTINGS = {
     "cflow": dict(input_size=128, epochs=12, batch_size=8, fiber_batch=256, coupling_blocks=4),
     "csflow": dict(input_sizes=[256, 128, 64], epochs=30, batch_size=8, hidden_channels=64),
-    "differnet": dict(input_sizes=[224, 112, 56], epochs=30, batch_size=8, hidden=256, test_transforms=4),
+    # rotations off here: the rotation-augmented fit and the test-time copies are tested below
+    "differnet": dict(input_sizes=[224, 112, 56], epochs=30, batch_size=8, hidden=256, rotations=False),
 }
 CLASSES = {"cflow": CFlow, "csflow": CSFlow, "differnet": DifferNet}
 
@@ -55,9 +56,9 @@ def test_training_likelihood_rises(fitted):
 def test_detects_rgb_defects(fitted):
     auroc = _flow_data.image_auroc(fitted, _flow_data.with_defects())
     print(f"{type(fitted).__name__} offline I-AUROC on RGB-visible synthetic defects: {auroc:.3f}")
-    # DifferNet pools each image to one vector: small defects barely move it (the study's
-    # MVTec 3D-AD average is 0.643); the patch-level flows must do clearly better
-    assert auroc >= (0.55 if isinstance(fitted, DifferNet) else 0.75)
+    # DifferNet pools each image to one vector: small defects move it less (the study's MVTec
+    # 3D-AD average is 0.643)
+    assert auroc >= (0.7 if isinstance(fitted, DifferNet) else 0.75)
 
 
 def test_save_load_identical(fitted, tmp_path):
@@ -132,6 +133,22 @@ def test_differnet_rotation_and_tta():
     torch.testing.assert_close(same, images)
     quarter = rotate(images, torch.full((2,), math.pi / 2, dtype=torch.float64))
     torch.testing.assert_close(quarter, torch.rot90(images, 1, dims=(2, 3)), atol=1e-3, rtol=1e-4)
+
+
+def test_differnet_rotation_augmented_fit_and_test_time_copies():
+    det = DifferNet(backbones="offline", input_sizes=[128, 64, 32], epochs=2, batch_size=4, hidden=32,
+                    test_transforms=3, progress=False, calibration=0)
+    _flow_data.fit_one_thread(det, _flow_data.train(4, size=64))
+    assert len(det.info["train_loss"]) == 2 and np.isfinite(det.info["train_loss"]).all()
+    sample = _flow_data.train(1, size=64)[0]
+    with torch.no_grad():
+        (copies,) = det._features([sample])
+        (z,), _ = det.flow([copies[0]])
+    assert copies.shape == (1, 3, det.dims)
+    assert not torch.allclose(copies[0, 0], copies[0, 1])  # rotated copies differ
+    result = det.predict(sample)
+    assert result.score == pytest.approx(float(z.double().pow(2).mean()), rel=1e-5)  # mean over the copies
+    np.testing.assert_array_equal(result.map, np.full((224, 224), np.float32(result.score)))
 
 
 def test_paper_defaults_and_bad_input():

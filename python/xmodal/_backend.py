@@ -30,8 +30,11 @@ _preload_openblas()
 
 from . import _C as C  # noqa: E402
 from ._arrays import integer  # noqa: E402
+from ._threads import configure_native  # noqa: E402
 
 _BUILD_INFO = dict(C.build_info())
+# Kernel threads: no more than the CPUs this process may use (affinity and cgroup quota).
+configure_native(C)
 
 
 def build_info() -> dict:

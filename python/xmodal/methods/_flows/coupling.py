@@ -122,6 +122,13 @@ class OneSidedCoupling(nn.Module):
         else:
             w = np.eye(channels)[rng.permutation(channels)]
         self.register_buffer("w_perm", torch.from_numpy(np.ascontiguousarray(w)).float())
+        # a hard permutation is applied as a gather, not as the C x C product with w_perm (which
+        # FrEIA computes): exact, and a 256-channel 56 x 56 map saves 0.4 GFLOP per block
+        self.hard = permutation != "soft"
+        if self.hard:
+            order = np.argmax(w, axis=1)
+            self.register_buffer("order", torch.from_numpy(order), persistent=False)
+            self.register_buffer("order_inv", torch.from_numpy(np.argsort(order)), persistent=False)
         shape = (1, channels, 1, 1) if spatial else (1, channels)
         # softplus parameterisation (beta 0.5, x 0.1): the global scale starts at exactly 1
         self.global_scale = nn.Parameter(torch.full(shape, 2.0 * math.log(math.exp(0.5 * 10.0) - 1.0)))
@@ -140,14 +147,18 @@ class OneSidedCoupling(nn.Module):
         s, t = self._affine(x1, cond)
         y = torch.cat([x1, x2 * torch.exp(s) + t], 1)
         scale = self._scale()
-        y = _mix(y * scale + self.global_offset, self.w_perm.to(y.dtype))
+        y = y * scale + self.global_offset
+        y = y[:, self.order] if self.hard else _mix(y, self.w_perm.to(y.dtype))
         pixels = x[0, 0].numel()
         return y, _sum_per_sample(s) + pixels * torch.log(scale).sum()
 
     def inverse(self, y: torch.Tensor, cond=None) -> torch.Tensor:
         # the exact inverse of the stored matrix: a float32-stored rotation is orthogonal to ~1e-7 only
-        w_inv = torch.linalg.inv(self.w_perm.double()).to(y.dtype)
-        y = (_mix(y, w_inv) - self.global_offset) / self._scale()
+        if self.hard:
+            y = y[:, self.order_inv]
+        else:
+            y = _mix(y, torch.linalg.inv(self.w_perm.double()).to(y.dtype))
+        y = (y - self.global_offset) / self._scale()
         y1, y2 = torch.split(y, [self.split1, self.split2], dim=1)
         s, t = self._affine(y1, cond)
         return torch.cat([y1, (y2 - t) * torch.exp(-s)], 1)

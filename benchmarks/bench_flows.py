@@ -217,18 +217,20 @@ def cflow_case(rng, quick):
 
 
 # --- CS-Flow ----------------------------------------------------------------------------------
-def csflow_case(rng):
+def csflow_case(rng, size: int):
     csflow_module = import_anomalib()
     from anomalib.models.image.csflow.loss import CsFlowLoss
 
     from xmodal.methods import CSFlow
 
     det = _xmodal(CSFlow, {"channels": [304], "strides": [32]})
-    peer = csflow_module.CsFlowModel(input_size=(768, 768), cross_conv_hidden_channels=1024, n_coupling_blocks=4,
+    peer = csflow_module.CsFlowModel(input_size=(size, size), cross_conv_hidden_channels=1024, n_coupling_blocks=4,
                                      clamp=3, num_channels=3).eval()
 
     def feats(b):
-        return [torch.from_numpy(rng.standard_normal((b, 304, s, s), dtype=np.float32)) for s in (24, 12, 6)]
+        side = size // 32  # EfficientNet-B5's stride-32 block at the three input sizes
+        return [torch.from_numpy(rng.standard_normal((b, 304, s, s), dtype=np.float32)) for s in
+                (side, side // 2, side // 4)]
 
     one, eight = feats(1), feats(TRAIN_BATCH)
 
@@ -310,7 +312,7 @@ PEER_NAMES = {"fastflow": "anomalib 2.7 FastflowModel", "cflow": "anomalib 2.7 C
               "csflow": "anomalib 2.7 CsFlowModel", "differnet": "DifferNet on FrEIA 0.2 (re-implementation)"}
 
 
-def run(methods, quick: bool) -> list[list[str]]:
+def run(methods, quick: bool, csflow_size: int = 768) -> list[list[str]]:
     global TRAIN_BATCH
     TRAIN_BATCH = 2 if quick else 8
     import_anomalib()
@@ -318,8 +320,9 @@ def run(methods, quick: bool) -> list[list[str]]:
     for name in methods:
         rng = np.random.default_rng(0)
         torch.manual_seed(0)
-        case = {"fastflow": lambda: fastflow_case(rng), "cflow": lambda: cflow_case(rng, quick),
-                "csflow": lambda: csflow_case(rng), "differnet": lambda: differnet_case(rng, quick)}[name]()
+        cases = {"fastflow": lambda: fastflow_case(rng), "cflow": lambda: cflow_case(rng, quick),
+                 "csflow": lambda: csflow_case(rng, csflow_size), "differnet": lambda: differnet_case(rng, quick)}
+        case = cases[name]()
         ours_infer, peer_infer, ours_step, peer_step, (ours_mb, peer_mb), agreement = case
         rounds = 2 if quick else 5
         infer = interleaved_best({"xmodal": ours_infer, "peer": peer_infer}, rounds, warmup=not quick)
@@ -339,10 +342,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--methods", default="fastflow,cflow,csflow,differnet")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--csflow-size", type=int, default=768, help="CS-Flow's largest input side (paper 768)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = run([m.strip() for m in args.methods.split(",") if m.strip()], args.quick)
+    rows = run([m.strip() for m in args.methods.split(",") if m.strip()], args.quick, args.csflow_size)
     print()
     print(markdown_table(["method", "peer", "infer xmodal", "infer peer", "infer ratio", "train step xmodal",
                           "train step peer", "step ratio", "extra MB (xmodal / peer)", "study Table 3",

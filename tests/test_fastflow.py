@@ -91,3 +91,17 @@ def test_registry_and_bad_input():
         FastFlow(flowsteps=3)
     with pytest.raises(RuntimeError, match="not fitted"):
         FastFlow().predict(_flow_data.train(1, size=64)[0])
+
+
+def test_cli_fit_and_test(tmp_path, capsys):
+    from xmodal.cli import main
+    from xmodal.data import synthetic
+
+    synthetic.make_dataset(tmp_path / "data", categories=("puck",), n_train=4, n_test=2, image_size=64)
+    out = tmp_path / "model"
+    assert main(["fit", "--method", "fastflow", "--backbones", "offline", "--epochs", "1", "--data",
+                 str(tmp_path / "data"), "--category", "puck", "--out", str(out), "--quiet"]) == 0
+    assert isinstance(xmodal.load(out), FastFlow) and xmodal.load(out).config["epochs"] == 1
+    assert main(["test", "--model", str(out), "--data", str(tmp_path / "data"), "--category", "puck"]) == 0
+    assert (out / "report.json").is_file()
+    capsys.readouterr()

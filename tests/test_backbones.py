@@ -177,7 +177,7 @@ def official_pointmae_file(tmp_path_factory, pointmae_model):
 def test_import_and_available_need_no_torch():
     code = (
         "import sys, xmodal, xmodal.backbones as b; r = b.available(); "
-        "assert set(r) == {'pointmae', 'dino_vitb8', 'efficientnet_lite0', 'wide_resnet50_2'}, r; "
+        "assert set(r) == {'pointmae', 'dino_vitb8', 'efficientnet_lite0', 'wide_resnet50_2', 'alexnet'}, r; "
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

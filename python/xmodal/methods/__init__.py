@@ -23,10 +23,13 @@ METHODS["btf"] = ("btf", "BTF")
 METHODS["padim"] = ("padim", "PaDiM")
 METHODS["bridgenet"] = ("bridgenet", "BridgeNet")
 METHODS["g2sf"] = ("g2sf", "G2SF")
+METHODS["fastflow"] = ("fastflow", "FastFlow")
+METHODS.update(cflow=("cflow", "CFlow"), csflow=("csflow", "CSFlow"), differnet=("differnet", "DifferNet"))
 _CLASSES = {cls: (module, name) for name, (module, cls) in METHODS.items()}
 
-__all__ = ["BTF", "CFM", "G2SF", "METHODS", "AnomalyResult", "BridgeNet", "Calibration", "Detector", "PaDiM",
-           "PatchCore", "PointMAEOptions", "as_sample", "create", "load", "method_names", "register"]
+__all__ = ["BTF", "CFM", "G2SF", "METHODS", "AnomalyResult", "BridgeNet", "CFlow", "CSFlow", "Calibration", "Detector",
+           "DifferNet", "FastFlow", "PaDiM", "PatchCore", "PointMAEOptions", "as_sample", "create", "load",
+           "method_names", "register"]
 
 
 def method_names() -> list[str]:

@@ -36,8 +36,9 @@ class Toy(Detector):
     map_size = SIDE
 
     def __init__(self, seed: int = 0, calibration: float = 0.1, progress: bool = False, batch_size: int = 2,
-                 **legacy):
-        common = self.common_options(legacy, backbones="offline", weights_dir=None, device="cpu", seed=seed,
+                 device: str = "cpu", **legacy):
+        # device: accepted (CPU only) so that xmodal.load(path, device=...) and `xmodal predict` work
+        common = self.common_options(legacy, backbones="offline", weights_dir=None, device=device, seed=seed,
                                      batch_size=batch_size, max_memory=None, max_memory_default=None,
                                      calibration=calibration, progress=progress, random_weights=False, pointmae=None)
         super().__init__(**{k: common[k] for k in ("seed", "calibration", "progress", "batch_size")})

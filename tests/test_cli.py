@@ -176,14 +176,14 @@ def test_version(capsys):
 def test_choices_are_the_library_constants():
     from xmodal.methods import method_names
     from xmodal.methods._backbones import CHOICES
-    from xmodal.methods.options import MODALITIES
+    from xmodal.methods.options import IMAGE_MODALITIES, MODALITIES
     from xmodal.metrics import PROTOCOLS
 
     _, commands = _subcommands()
     options = {a.dest: a for a in commands["fit"]._actions}
     assert list(options["method"].choices) == method_names()
     assert {"cfm", "patchcore", "btf"} <= set(method_names())
-    assert tuple(options["modality"].choices) == tuple(MODALITIES)
+    assert tuple(options["modality"].choices) == tuple(dict.fromkeys((*MODALITIES, *IMAGE_MODALITIES)))
     assert tuple(options["backbones"].choices) == CHOICES
     assert tuple({a.dest: a for a in commands["test"]._actions}["protocol"].choices) == tuple(PROTOCOLS)
 
@@ -196,7 +196,7 @@ def test_every_option_has_help_and_seed_only_where_it_acts():
     with_seed = {name for name, sub in commands.items() if any(a.dest == "seed" for a in sub._actions)}
     assert with_seed == {"fit", "demo"}
     with_device = {name for name, sub in commands.items() if any(a.dest == "device" for a in sub._actions)}
-    assert with_device == {"fit", "test", "predict", "demo"}
+    assert with_device == {"fit", "test", "predict", "demo", "benchmark"}
 
 
 def test_device_is_honoured_by_test_and_predict(model, dataset, tmp_path, capsys, monkeypatch):

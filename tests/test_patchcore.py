@@ -288,21 +288,31 @@ def test_paper_rgb_backbone_with_random_weights():
     ({"backbones": "fast"}, "backbones must be one of"),
     ({"backbone": "resnet18"}, "backbone must be '<rgb>'"),
     ({"backbone": "pointmae+depth"}, "backbone must be '<rgb>'"),
-    ({"coreset_ratio": 0}, "coreset_ratio must be a number in"),
-    ({"coreset_ratio": 1.5}, "coreset_ratio must be a number in"),
-    ({"projection": "pca"}, "projection must be 'sparse' or 'linear'"),
+    ({"coreset_ratio": 0}, "coreset_ratio must be a finite number in \\(0, 1\\]"),
+    ({"coreset_ratio": 1.5}, "coreset_ratio must be a finite number in"),
+    ({"projection": "pca"}, "projection must be one of"),
     ({"reweight": "max"}, "reweight must be one of"),
     ({"num_neighbors": 0}, "num_neighbors must be a positive int"),
     ({"reweight": "m3dm", "num_neighbors": 1}, "num_neighbors must be >= 2"),
     ({"fusion": "product"}, "fusion must be one of"),
     ({"modality": "rgb", "fusion": "ocsvm"}, "needs modality='rgb\\+xyz'"),
-    ({"sigma": -1}, "sigma must be a number"),
-    ({"max_memory": 0}, "max_memory must be an int >= 1"),
+    ({"sigma": -1}, r"sigma must be a finite number in \[0, inf\)"),
+    ({"max_memory": 0}, r"max_memory must be in \[1, inf\]"),
     ({"max_memory": 10**9, "coreset_ratio": None}, "needs a coreset_ratio"),
-    ({"batch_size": 1.5}, "batch_size must be an int"),
 ])
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
+        PatchCore(**kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"batch_size": 1.5}, "batch_size must be an int"),
+    ({"grid": True}, "grid must be an int"),
+    ({"sigma": "4"}, "sigma must be a number"),
+    ({"coreset_ratio": "0.1"}, "coreset_ratio must be a number or None"),
+])
+def test_options_of_the_wrong_kind_are_type_errors(kwargs, match):
+    with pytest.raises(TypeError, match=match):
         PatchCore(**kwargs)
 
 

@@ -250,7 +250,7 @@ def test_group_points_edges_and_errors():
     assert all(sorted(row) == list(range(18)) for row in groups.idx.tolist())
     with pytest.raises(ValueError, match="group_size"):
         ops.group_points(points, 4, 19)
-    with pytest.raises(ValueError, match="n must be in"):
+    with pytest.raises(ValueError, match=r"^n_groups must be in"):
         ops.group_points(points, 19, 4)
     with pytest.raises(ValueError, match="at least one point"):
         ops.group_points(np.zeros((0, 3), np.float32), 1, 1)

@@ -53,4 +53,5 @@ NB_MODULE(_C, m) {
   xmodal::bindings::bind_auroc(m);
   xmodal::bindings::bind_fpfh(m);
   xmodal::bindings::bind_mahalanobis(m);
+  xmodal::bindings::bind_anisotropic(m);
 }

@@ -16,5 +16,6 @@ void bind_pro(nanobind::module_& m);
 void bind_auroc(nanobind::module_& m);
 void bind_fpfh(nanobind::module_& m);
 void bind_mahalanobis(nanobind::module_& m);
+void bind_anisotropic(nanobind::module_& m);
 
 }  // namespace xmodal::bindings

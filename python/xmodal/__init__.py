@@ -15,10 +15,17 @@ numpy or torch arrays in, the same kind out. torch is needed only by the methods
 backbones): ``import xmodal``, the kernels, the memory bank and the metrics work without it.
 """
 
-from . import data, metrics
-from ._backend import build_info, cuda_available, get_num_threads, set_num_threads
-from .memory_bank import MemoryBank
-from .ops import coreset, greedy_coreset, knn
+# First, before anything loads the OpenMP runtime (it reads its settings once): idle threads
+# wait passively unless the user chose otherwise (xmodal._threads says why).
+from . import _threads
+
+_threads.configure_environment()
+
+from . import data, metrics  # noqa: E402
+from ._backend import build_info, cuda_available, get_num_threads, set_num_threads  # noqa: E402
+from ._threads import available_cpus, thread_info  # noqa: E402
+from .memory_bank import MemoryBank  # noqa: E402
+from .ops import coreset, greedy_coreset, knn  # noqa: E402
 
 __version__ = build_info()["version"]
 
@@ -47,6 +54,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "MemoryBank",
     "__version__",
+    "available_cpus",
     "build_info",
     "coreset",
     "cuda_available",
@@ -59,4 +67,5 @@ __all__ = [
     "methods",
     "metrics",
     "set_num_threads",
+    "thread_info",
 ]

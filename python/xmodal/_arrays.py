@@ -18,6 +18,7 @@ __all__ = [
     "ArrayKind",
     "as_float32",
     "as_float_bank",
+    "check_device",
     "check_finite",
     "check_same_kind",
     "empty",
@@ -72,14 +73,24 @@ def _check_shape(x, name: str, ndim: int | None, shape_doc: str | None) -> None:
         raise ValueError(msg)
 
 
+def check_device(x: Any, name: str) -> None:
+    """TypeError for a tensor on a device with no data (meta) or that xmodal cannot run on
+    (mps, xpu, ...): the kernels run on the CPU and on CUDA only."""
+    if x.device.type not in ("cpu", "cuda"):
+        msg = f"{name} must be a tensor on the CPU or a CUDA device; got one on {x.device}"
+        raise TypeError(msg)
+
+
 def as_float32(x: Any, name: str, *, ndim: int | None = None, shape_doc: str | None = None):
     """Returns ``(array, kind)``: ``x`` as a C-contiguous float32 array of its own framework.
 
     Floating inputs of another precision, or non-contiguous ones, are copied; booleans,
-    integers and anything non-numeric raise TypeError.
+    integers and anything non-numeric raise TypeError, and so do tensors on a device other than
+    the CPU or CUDA (meta tensors included).
     """
     if is_torch(x):
         torch = _torch()
+        check_device(x, name)
         if not x.is_floating_point():
             msg = f"{name} must be a floating-point tensor; got dtype {x.dtype}"
             raise TypeError(msg)
@@ -104,6 +115,7 @@ def as_float_bank(x: Any, name: str, *, ndim: int = 2, shape_doc: str | None = N
     """Like :func:`as_float32`, but float16 stays float16 (half-precision memory banks)."""
     if is_torch(x):
         torch = _torch()
+        check_device(x, name)
         if x.dtype == torch.float16:
             _check_shape(x, name, ndim, shape_doc)
             return x.detach().contiguous(), kind_of(x)

@@ -33,10 +33,13 @@ _ISA = _isa.load_kernels()
 
 from . import _C as C  # noqa: E402
 from ._arrays import integer  # noqa: E402
+from ._threads import configure_native  # noqa: E402
 
 _BUILD_INFO = dict(C.build_info())
 _BUILD_INFO["isa_reason"] = _ISA.reason
 _BUILD_INFO["cpu_levels"] = ",".join(_ISA.cpu_levels)
+# Kernel threads: no more than the CPUs this process may use (affinity and cgroup quota).
+configure_native(C)
 
 
 def build_info() -> dict:

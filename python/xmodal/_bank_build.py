@@ -306,7 +306,8 @@ class BankBuilder:
             # only ever move rows down), so the bank is a view of the kept rows, not a copy
             chosen = np.sort(self._select(proj[:kept], count, 0))
             for first in range(0, count, 4096):  # block j reads rows >= j only: safe in place
-                raw[first : first + 4096] = raw[chosen[first : first + 4096]]
+                block = chosen[first : first + 4096]
+                raw[first : first + len(block)] = raw[block]  # the last block is usually short
             positions[:count] = positions[chosen]
         return raw[:count], positions[:count]
 

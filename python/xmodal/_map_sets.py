@@ -58,6 +58,7 @@ def as_list(x: Any, name: str) -> list:
 def host_or_cuda(x: Any, name: str):
     """numpy for host data (torch CPU tensors are viewed), torch for CUDA tensors."""
     if _arrays.is_torch(x):
+        _arrays.check_device(x, name)
         x = x.detach()
         return x if x.is_cuda else x.numpy()
     if isinstance(x, np.ndarray):

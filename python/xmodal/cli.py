@@ -1,4 +1,4 @@
-"""The ``xmodal`` command: fit | test | predict | demo | convert-eyecandies | bench | info.
+"""The ``xmodal`` command: fit | test | predict | demo | convert-eyecandies | bench | benchmark | info.
 
 Errors the user can fix (missing dataset, unknown category, missing weights, corrupt model, an
 output path xmodal must not write) are printed as one line and exit with status 1; argument
@@ -23,7 +23,8 @@ DEMO_SIZES = {  # categories, train, validation (calibration), test per defect, 
     "small": (("puck", "ring"), 12, 12, 3, 200, 50),  # CFM's 50 epochs: 20 left edge false alarms
 }
 REPORT_FORMAT = "xmodal-report/1"
-MODALITY_METHODS = ("patchcore", "btf")  # methods that take modality= (rgb, xyz, rgb+xyz)
+MODALITY_METHODS = ("patchcore", "btf", "padim", "bridgenet")  # methods that take modality=
+EPOCH_METHODS = ("cfm", "bridgenet")  # methods that take epochs=
 
 
 class UserError(Exception):
@@ -73,13 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .methods import method_names
     from .methods._backbones import CHOICES as BACKBONES
-    from .methods.options import MODALITIES
+    from .methods.options import IMAGE_MODALITIES, MODALITIES
     from .metrics import PROTOCOLS
 
     parser = _Parser(prog="xmodal", description="Multimodal (RGB + 3D) industrial anomaly detection.")
     parser.add_argument("--version", action="version", version=f"xmodal {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, help="what to do",
-                                metavar="{fit,test,predict,demo,convert-eyecandies,bench,info}")
+                                metavar="{fit,test,predict,demo,convert-eyecandies,bench,benchmark,info}")
 
     fit = sub.add_parser("fit", help="fit a method on the good training samples of one category")
     fit.add_argument("--method", required=True, choices=method_names(), help="the method to fit")
@@ -89,9 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="model directory to write: a new path, an empty folder or an earlier xmodal model")
     fit.add_argument("--dataset", choices=DATASETS, default="mvtec3d",
                      help="layout of --data: mvtec3d (default) or eyecandies (after convert-eyecandies)")
-    fit.add_argument("--epochs", type=_positive, default=None, help="CFM only: training epochs (default 50)")
-    fit.add_argument("--modality", choices=tuple(MODALITIES), default=None,
-                     help="PatchCore and BTF: which features to use (default rgb+xyz; BTF's xyz needs no weights)")
+    fit.add_argument("--epochs", type=_positive, default=None,
+                     help="CFM and BridgeNet: training epochs (default 50 and 160)")
+    fit.add_argument("--shots", type=_positive, default=None, help="BridgeNet only: few-shot, train on N images")
+    fit.add_argument("--modality", choices=tuple(dict.fromkeys((*MODALITIES, *IMAGE_MODALITIES))), default=None,
+                     help="PatchCore and BTF: which features to use (default rgb+xyz; BTF's xyz needs no weights); "
+                          "PaDiM: rgb (default) or depth; BridgeNet: rgb, xyz (its depth image) or rgb+xyz")
     fit.add_argument("--max-train", type=_positive, default=None, help="use the first N training samples only")
     fit.add_argument("--calibration", type=float, default=None,
                      help="share of the training images held out to calibrate the threshold when the dataset has "
@@ -152,6 +156,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="time the native kernels on this machine")
     bench.add_argument("--quick", action="store_true", help="smaller problems (a few seconds)")
+
+    study = sub.add_parser("benchmark", help="fit and test methods x categories: accuracy, speed and size tables")
+    study.add_argument("--data", required=True, help="dataset root in the MVTec 3D-AD layout (only read)")
+    study.add_argument("--out", required=True, help="output folder: new, empty, or an earlier benchmark (resumed)")
+    study.add_argument("--dataset", choices=DATASETS, default="mvtec3d", help="layout of --data (default mvtec3d)")
+    study.add_argument("--methods", default=None,
+                       help=f"comma-separated methods (default: every registered one: {','.join(method_names())})")
+    study.add_argument("--categories", default=None, help="comma-separated categories (default: all under --data)")
+    study.add_argument("--protocol", choices=tuple(PROTOCOLS), default="exact", help="evaluation protocol")
+    study.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the intervals (0: none)")
+    study.add_argument("--max-train", type=_positive, default=None, help="fit on the first N training samples only")
+    study.add_argument("--backbones", choices=BACKBONES, default=None,
+                       help="backbones for every method (default: each method's own default, auto)")
+    study.add_argument("--set", action="append", default=[], metavar="METHOD.OPTION=VALUE",
+                       help="a constructor option of one method, VALUE as JSON or a plain string "
+                            "(repeatable), e.g. --set cfm.epochs=2 --set patchcore.modality=rgb")
+    study.add_argument("--workers", type=int, default=1,
+                       help="jobs at a time, each in its own process pinned to its share of the CPUs "
+                            "(default 1; 0: in this process)")
+    study.add_argument("--ray", default=None, metavar="ADDRESS",
+                       help="run the jobs as Ray tasks: 'local' or a cluster address (pip install 'xmodal[ray]')")
+    study.add_argument("--keep-models", action="store_true", help="keep every fitted model under OUT/jobs/")
+    _add_device(study)
+    _add_overwrite(study, "--out")
+    _add_quiet(study)
 
     sub.add_parser("info", help="build, devices, backbones and weights found")
     return parser
@@ -240,9 +269,13 @@ def _method_options(args) -> dict:
     if args.calibration is not None:
         options["calibration"] = args.calibration
     if args.epochs is not None:
-        if args.method != "cfm":
-            raise UserError("--epochs applies to --method cfm only")
+        if args.method not in EPOCH_METHODS:
+            raise UserError(f"--epochs applies to --method {' or '.join(EPOCH_METHODS)} only")
         options["epochs"] = args.epochs
+    if args.shots is not None:
+        if args.method != "bridgenet":
+            raise UserError("--shots applies to --method bridgenet only")
+        options["shots"] = args.shots
     if args.modality is not None:
         if args.method not in MODALITY_METHODS:
             raise UserError(f"--modality applies to --method {' or '.join(MODALITY_METHODS)} only")
@@ -383,8 +416,7 @@ def cmd_test(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .data import Sample
-    from .data._files import read_rgb, read_xyz
+    from .data._files import read_sample_files
     from .io import OutputPathError, check_output
     from .visualize import written_by_xmodal
 
@@ -398,7 +430,7 @@ def cmd_predict(args) -> int:
                                reusable=written_by_xmodal, overwrite=args.overwrite)
         raw = check_output(_raw_map_path(picture), "--save-map (raw map)", directory=False, protected=protected,
                            reusable=written_by_xmodal, overwrite=args.overwrite)
-    sample = Sample(rgb=read_rgb(args.rgb), xyz=read_xyz(args.xyz), paths={"rgb": args.rgb, "xyz": args.xyz})
+    sample = read_sample_files(args.rgb, args.xyz)
     detector = _load_model(args.model, args.device)
     detector.config["progress"] = not args.quiet
     result = detector.predict(sample)
@@ -534,6 +566,54 @@ def cmd_bench(args) -> int:
     xmodal.greedy_coreset(x, n // 10)
     print(f"  greedy_coreset {n} x 128 -> {n // 10}: {time.perf_counter() - t0:.2f} s")
     print("side-by-side comparisons with faiss, anomalib, torch: benchmarks/*.py in the repository")
+    return 0
+
+
+def _set_options(pairs: list[str], methods: list[str]) -> dict:
+    """--set METHOD.OPTION=VALUE pairs -> {method: {option: value}} (VALUE parsed as JSON when it
+    is JSON, else kept as a string)."""
+    options: dict = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        method, dot, option = key.partition(".")
+        if not sep or not dot or not method or not option:
+            raise UserError(f"--set {pair}: expected METHOD.OPTION=VALUE, e.g. cfm.epochs=2")
+        if method not in methods:
+            raise UserError(f"--set {pair}: {method} is not among the benchmarked methods ({', '.join(methods)})")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        options.setdefault(method, {})[option] = value
+    return options
+
+
+def cmd_benchmark(args) -> int:
+    from .benchmark import run_benchmark
+    from .methods import method_names
+
+    def listed(text, default):
+        return default if text is None else [part.strip() for part in text.split(",") if part.strip()]
+
+    methods = listed(args.methods, method_names())
+    unknown = [m for m in methods if m not in method_names()]
+    if unknown:
+        raise UserError(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(method_names())}")
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0; got {args.workers}")
+    if args.bootstrap < 0:
+        raise UserError(f"--bootstrap must be >= 0; got {args.bootstrap}")
+    summary = run_benchmark(args.data, args.out, methods=methods, categories=listed(args.categories, None),
+                            dataset=args.dataset, options=_set_options(args.set, methods), protocol=args.protocol,
+                            bootstrap=args.bootstrap, max_train=args.max_train, device=_device(args.device),
+                            backbones=args.backbones, workers=args.workers, ray=args.ray,
+                            keep_models=args.keep_models, overwrite=args.overwrite,
+                            log=None if args.quiet else lambda line: print(f"[xmodal benchmark] {line}",
+                                                                           file=sys.stderr, flush=True))
+    out = summary["out"]
+    print((out / "benchmark.md").read_text())
+    print(f"ran {summary['ran']} job(s), reused {summary['reused']}, failed {summary['failed']}; "
+          f"tables and plot in {out}")
     return 0
 
 

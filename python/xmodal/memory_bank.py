@@ -21,6 +21,7 @@ __all__ = ["FORMAT", "MemoryBank", "MemoryBankBuilder"]
 
 FORMAT = "xmodal.MemoryBank/1"
 DTYPES = ("float32", "float16")
+HALF_MAX = 65504.0  # the largest finite float16
 
 
 class MemoryBank:
@@ -94,6 +95,7 @@ class MemoryBank:
                statistics: dict | None) -> None:
         self._kind = kind
         if dtype == "float16":
+            _check_half_range(features)
             features = features.half() if kind.torch else features.astype(np.float16)
         self.features, self.indices, self.dtype = features, indices, dtype
         self.config = {**config, **search}
@@ -125,7 +127,12 @@ class MemoryBank:
         """
         builder = None
         try:
-            for rows in batches:
+            for i, rows in enumerate(batches):
+                if not (isinstance(rows, np.ndarray) or _arrays.is_torch(rows)):
+                    msg = f"batches[{i}] must be an (r, D) numpy array or torch tensor; got {type(rows).__name__}"
+                    raise TypeError(msg)
+                if _arrays.is_torch(rows):
+                    _arrays.check_device(rows, f"batches[{i}]")
                 if builder is None:
                     shape = tuple(rows.shape)
                     if len(shape) != 2:
@@ -208,18 +215,17 @@ class MemoryBank:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: Any = None) -> MemoryBank:
-        """Reads a bank written by :meth:`save`; ``device`` (e.g. "cuda") returns a torch bank."""
-        from safetensors import safe_open
+        """Reads a bank written by :meth:`save`; ``device`` (e.g. "cuda") returns a torch bank.
 
-        with safe_open(os.fspath(path), framework="numpy") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("format") != FORMAT:
-                msg = f"{os.fspath(path)} is not an xmodal memory bank (format {metadata.get('format')!r})"
-                raise ValueError(msg)
-            features = f.get_tensor("features")
-            indices = f.get_tensor("indices") if "indices" in f.keys() else None
-        config = json.loads(metadata["config"])
-        statistics = json.loads(metadata["statistics"]) if "statistics" in metadata else None
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: (one line naming the file) not an xmodal memory bank, or a truncated or
+                tampered one: unreadable, arrays of the wrong shape/dtype, NaN/inf, bad metadata.
+        """
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"memory bank not found: {path}")
+        features, indices, metadata, config, statistics = _read_bank(path)
         kind = _arrays.ArrayKind(False)
         if device is not None:
             import torch
@@ -234,6 +240,57 @@ class MemoryBank:
 
     def __repr__(self) -> str:
         return f"MemoryBank(n={len(self)}, dim={self.dim}, dtype={self.dtype}, {self._kind.describe()})"
+
+
+def _read_bank(path: str):
+    """(features, indices or None, metadata, config, statistics) of a bank file, each checked:
+    a damaged file gives one ValueError that names it instead of a crash or a wrong bank later."""
+    from safetensors import safe_open
+
+    def corrupt(what: str) -> ValueError:
+        return ValueError(f"corrupt memory bank {path}: {what}")
+
+    try:
+        with safe_open(path, framework="numpy") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("format") != FORMAT:
+                msg = f"{path} is not an xmodal memory bank (format {metadata.get('format')!r})"
+                raise ValueError(msg)
+            if "features" not in f.keys():
+                raise corrupt("the array 'features' is missing")
+            features = f.get_tensor("features")
+            indices = f.get_tensor("indices") if "indices" in f.keys() else None
+        config = json.loads(metadata.get("config", "null"))
+        statistics = json.loads(metadata["statistics"]) if "statistics" in metadata else None
+    except json.JSONDecodeError as exc:
+        raise corrupt(f"metadata is not valid JSON ({exc})") from exc
+    except ValueError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types for truncated/garbage files
+        text = str(exc).strip().splitlines()
+        raise corrupt(f"{type(exc).__name__}: {text[0] if text else ''}") from exc
+    dtype = metadata.get("dtype")
+    if dtype not in DTYPES or str(features.dtype) != dtype:
+        raise corrupt(f"dtype {dtype!r} with features of dtype {features.dtype}; expected one of {DTYPES}")
+    if features.ndim != 2 or 0 in features.shape:
+        raise corrupt(f"features must be a non-empty (N, D) matrix; got shape {features.shape}")
+    if not np.isfinite(features).all():
+        raise corrupt("features hold NaN or infinity")
+    if indices is not None and (indices.dtype.kind not in "iu" or indices.shape != (features.shape[0],)):
+        raise corrupt(f"indices must be ({features.shape[0]},) integers; got {indices.dtype} {indices.shape}")
+    if not isinstance(config, dict) or not (statistics is None or isinstance(statistics, dict)):
+        raise corrupt("the config/statistics metadata must be JSON objects")
+    return features, indices, metadata, config, statistics
+
+
+def _check_half_range(features) -> None:
+    """A float16 bank rounds values beyond 65504 to infinity: refuse instead of failing later
+    (or, worse, searching a bank of infinities)."""
+    top = float(features.abs().max()) if _arrays.is_torch(features) else float(np.abs(features).max())
+    if top > HALF_MAX:
+        msg = (f"features hold values up to {top:.3g}, beyond float16's range (+-{HALF_MAX:g}): "
+               "use dtype='float32' (or scale the features)")
+        raise ValueError(msg)
 
 
 def _search_options(rank, candidates) -> dict:

@@ -106,6 +106,8 @@ def _per_image(maps, masks):
     def split(arrays, name):
         out = []
         for a in arrays:
+            if _arrays.is_torch(a):
+                _arrays.check_device(a, name)
             ndim = len(a.shape) if hasattr(a, "shape") else np.ndim(a)
             if ndim == 3:
                 out.extend(a[i] for i in range(a.shape[0]))
@@ -125,6 +127,7 @@ def _per_image(maps, masks):
 
 def _as_host_vector(x, name: str, n: int) -> np.ndarray:
     if _arrays.is_torch(x):
+        _arrays.check_device(x, name)
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
     if arr.ndim != 1 or arr.shape[0] != n:
@@ -155,17 +158,33 @@ def _image_scores(image_scores, images) -> np.ndarray:
     return scores
 
 
+def _mean(x):
+    """The mean in the map's dtype, as CFM computes it; when that sum overflows (values near the
+    dtype's maximum) the mean of the map scaled by its largest magnitude, scaled back, instead of
+    infinity (which made every normalised map 0: found by the fuzz)."""
+    torch_input = _arrays.is_torch(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = x.mean()
+    if np.isfinite(float(mean)):
+        return mean
+    top = x.abs().max() if torch_input else np.abs(x).max()
+    return (x / top).mean() * top
+
+
 def _cfm_normalisations(images):
     """CFM's per-image rescalings of psi, computed in the map's dtype (numpy or torch)."""
     pro_maps, pixel_maps, scores = [], [], []
     for i, psi in enumerate(images):
         if not (_arrays.is_torch(psi) or isinstance(psi, np.ndarray)):
             psi = np.asarray(psi)
+        if str(psi.dtype) in ("float16", "torch.float16", "bfloat16", "torch.bfloat16"):
+            # half-precision quotients would round distinct scores together: work in float32
+            psi = psi.float() if _arrays.is_torch(psi) else psi.astype(np.float32)
         nonzero = psi[psi != 0]
         if nonzero.numel() == 0 if _arrays.is_torch(psi) else nonzero.size == 0:
             msg = f"maps[{i}] is all zeros: the cfm protocol divides by the mean of its nonzero values"
             raise ValueError(msg)
-        mean_nonzero, mean_all = nonzero.mean(), psi.mean()
+        mean_nonzero, mean_all = _mean(nonzero), _mean(psi)
         if not (float(mean_nonzero) > 0 and float(mean_all) > 0):
             msg = (
                 f"maps[{i}] must have a positive mean for the cfm protocol (it takes square roots); "

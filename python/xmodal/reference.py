@@ -734,3 +734,84 @@ def mahalanobis_from_factors(x, mean, factors):
             y = solve_triangular(lower[p if lower.shape[0] > 1 else 0], x[b, p] - mean[p], lower=True)
             out[b, p] = np.sqrt(y @ y)
     return out
+
+
+# --- BridgeNet's patch embedding (torch: the reference formulation itself) ------------------
+
+
+def patch_embedding_unfold(maps, pretrain_dim: int = 1536, embed_dim: int = 1536):
+    """BridgeNet's / SimpleNet's patch embedding as the reference computes it, step by step:
+    unfold 3x3 (padding 1) of every layer, the deeper layers' unfolded maps resized bilinearly
+    (align_corners=False) to the first layer's grid, per layer ``adaptive_avg_pool1d`` of the
+    (C * 9) vector to ``pretrain_dim``, the layers stacked and pooled to ``embed_dim``.
+
+    Args:
+        maps: list of (B, C_l, h_l, w_l) torch tensors (any float dtype; float64 for a reference).
+
+    Returns:
+        (B * h_0 * w_0, embed_dim) tensor, rows in raster order per image.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    height, width = maps[0].shape[-2:]
+    pooled = []
+    for f in maps:
+        b, c, h, w = f.shape
+        patches = F.unfold(f, kernel_size=3, padding=1).reshape(b, c, 3, 3, h, w)
+        if (h, w) != (height, width):
+            flat = patches.reshape(-1, 1, h, w)
+            flat = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
+            patches = flat.reshape(b, c, 3, 3, height, width)
+        rows = patches.permute(0, 4, 5, 1, 2, 3).reshape(b * height * width, 1, c * 9)
+        pooled.append(F.adaptive_avg_pool1d(rows, pretrain_dim)[:, 0])
+    stacked = torch.stack(pooled, dim=1).reshape(len(pooled[0]), 1, -1)
+    return F.adaptive_avg_pool1d(stacked, embed_dim)[:, 0]
+
+
+def g2sf_metric(f_img, f_pcd, bank_img, bank_pcd, idx_img, idx_pcd, foreground, layers: dict, sigma, mu,
+                joint: bool = False):
+    """G2SF's anisotropic metric l_j of every patch and prototype pair, unfused, in float64.
+
+    For patch q and pair j: m = [bank_img[idx_img[q, j]], bank_pcd[idx_pcd[q, j]]], s_m = ||f_m - m_m||,
+    d = 5 (f - m) / max(||f - m||, 1e-3) (one norm over both modalities when ``joint``, else per
+    modality), w = exp(tanh(head([A(d), B(m)]))) with A, B = Linear -> ReLU -> Linear and head =
+    Linear -> ReLU -> Linear (dropout is off at inference), and l_j = sum_m w_m sigma_m s_m / mu_m;
+    background patches use w = 1. ``layers`` maps "a1", "a2", "b1", "b2", "h1", "h2" to
+    (weight, bias) pairs. Returns (Q, k) float64; the patch score is its row minimum.
+    """
+    f = np.concatenate([np.asarray(f_img, np.float64), np.asarray(f_pcd, np.float64)], axis=1)
+    split = np.asarray(f_img).shape[1]
+    bank_img = np.asarray(bank_img, np.float64)
+    bank_pcd = np.asarray(bank_pcd, np.float64)
+    idx_img, idx_pcd = np.asarray(idx_img), np.asarray(idx_pcd)
+    lay = {k: (np.asarray(w, np.float64), np.asarray(b, np.float64)) for k, (w, b) in layers.items()}
+    sigma = np.asarray(sigma, np.float64)
+    mu = np.asarray(mu, np.float64)
+
+    def linear(name, x):
+        w, b = lay[name]
+        return x @ w.T + b
+
+    queries, k = idx_img.shape
+    out = np.empty((queries, k))
+    for q in range(queries):
+        for j in range(k):
+            fg = bool(foreground[q])
+            m_img = bank_img[idx_img[q, j]] if fg or idx_img[q, j] >= 0 else np.zeros(split)
+            m_pcd = bank_pcd[idx_pcd[q, j]] if fg or idx_pcd[q, j] >= 0 else np.zeros(f.shape[1] - split)
+            m = np.concatenate([m_img, m_pcd])
+            diff = f[q] - m
+            s = np.array([np.linalg.norm(diff[:split]), np.linalg.norm(diff[split:])])
+            w = np.ones(2)
+            if fg:
+                if joint:
+                    d = 5 * diff / max(np.linalg.norm(diff), 1e-3)
+                else:
+                    d = np.concatenate([5 * diff[:split] / max(s[0], 1e-3), 5 * diff[split:] / max(s[1], 1e-3)])
+                a = linear("a2", np.maximum(linear("a1", d), 0))
+                b = linear("b2", np.maximum(linear("b1", m), 0))
+                z = linear("h2", np.maximum(linear("h1", np.concatenate([a, b])), 0))
+                w = np.exp(np.tanh(z))
+            out[q, j] = np.sum(w * sigma * s / mu)
+    return out

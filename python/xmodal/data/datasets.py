@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._arrays import one_of
-from ._files import DatasetError, read_gt, read_rgb, read_xyz
+from ._files import DatasetError, read_sample_files
 from .sample import Sample
 
 __all__ = ["SPLITS", "Entry", "Eyecandies", "MVTec3D", "categories"]
@@ -127,23 +127,11 @@ class MVTec3D(Sequence):
         return sorted({e.defect for e in self.entries})
 
     def load(self, entry: Entry) -> Sample:
-        """Reads the files of one entry into a :class:`Sample`."""
-        rgb = read_rgb(entry.rgb)
-        xyz = read_xyz(entry.xyz)
-        if rgb.shape[:2] != xyz.shape[:2]:
-            msg = f"{entry.xyz}: point cloud is {xyz.shape[:2]} but the image {entry.rgb} is {rgb.shape[:2]}"
-            raise DatasetError(msg)
-        paths = {"rgb": str(entry.rgb), "xyz": str(entry.xyz)}
-        if entry.gt is not None:
-            gt = read_gt(entry.gt)
-            if gt.shape != rgb.shape[:2]:
-                msg = f"{entry.gt}: mask is {gt.shape} but the image {entry.rgb} is {rgb.shape[:2]}"
-                raise DatasetError(msg)
-            paths["gt"] = str(entry.gt)
-        else:
-            gt = np.zeros(rgb.shape[:2], dtype=bool)
-        return Sample(rgb=rgb, xyz=xyz, gt=gt, label=entry.label, defect=entry.defect, category=self.category,
-                      paths=paths)
+        """Reads the files of one entry into a :class:`Sample` (a good part without a mask file
+        gets an all-False mask)."""
+        sample = read_sample_files(entry.rgb, entry.xyz, entry.gt, label=entry.label, defect=entry.defect,
+                                   category=self.category)
+        return sample if sample.gt is not None else sample.replace(gt=np.zeros(sample.shape, dtype=bool))
 
 
 class Eyecandies(MVTec3D):

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._arrays import check_finite
+
 __all__ = ["Sample", "foreground_mask"]
 
 
@@ -47,6 +49,11 @@ class Sample:
     def __post_init__(self) -> None:
         _check_array(self.rgb, "rgb", np.uint8, 3)
         _check_array(self.xyz, "xyz", np.float32, 3)
+        # a NaN/inf point would flow into every feature and score: missing points are (0, 0, 0)
+        try:
+            check_finite(self.xyz, "Sample.xyz")
+        except ValueError as exc:
+            raise ValueError(f"{exc}; missing points must be (0, 0, 0)") from None
         if self.rgb.shape[:2] != self.xyz.shape[:2]:
             msg = (
                 "Sample.rgb and Sample.xyz must have the same height and width; "

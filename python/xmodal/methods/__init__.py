@@ -20,10 +20,13 @@ from .options import PointMAEOptions
 # registry name -> (module, class). A new method adds one line here and @register on its class.
 METHODS = {"cfm": ("cfm", "CFM"), "patchcore": ("patchcore", "PatchCore")}
 METHODS["btf"] = ("btf", "BTF")
+METHODS["padim"] = ("padim", "PaDiM")
+METHODS["bridgenet"] = ("bridgenet", "BridgeNet")
+METHODS["g2sf"] = ("g2sf", "G2SF")
 _CLASSES = {cls: (module, name) for name, (module, cls) in METHODS.items()}
 
-__all__ = ["BTF", "CFM", "METHODS", "AnomalyResult", "Calibration", "Detector", "PatchCore", "PointMAEOptions",
-           "as_sample", "create", "load", "method_names", "register"]
+__all__ = ["BTF", "CFM", "G2SF", "METHODS", "AnomalyResult", "BridgeNet", "Calibration", "Detector", "PaDiM",
+           "PatchCore", "PointMAEOptions", "as_sample", "create", "load", "method_names", "register"]
 
 
 def method_names() -> list[str]:

@@ -54,8 +54,42 @@ class FeatureStore:
         parts = [self._items[i] for i in indices]
         return tuple(np.concatenate([p[j] for p in parts]) for j in range(len(parts[0])))
 
+    def sample_rows(self, indices, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """Like :meth:`rows`, but each image contributes a uniform random ``fraction`` of its
+        rows (at least one, without replacement, in stored order); rows not drawn are never
+        copied, which matters when the rest sits in memory maps."""
+        parts = []
+        for i in indices:
+            item = self._items[i]
+            n = int(item[0].shape[0])
+            take = min(n, max(1, round(n * fraction)))
+            pick = np.sort(rng.choice(n, size=take, replace=False)) if take < n else slice(None)
+            parts.append(tuple(np.asarray(a[pick]) for a in item))
+        return tuple(np.concatenate([p[j] for p in parts]) for j in range(len(parts[0])))
+
+    def image_rows(self, i: int) -> int:
+        """Rows stored for image ``i``."""
+        return int(self._items[i][0].shape[0])
+
     def row_count(self) -> int:
         return sum(int(item[0].shape[0]) for item in self._items)
+
+    def gather(self, rows, slot: int = 0) -> np.ndarray:
+        """Rows of slot ``slot`` by global row number (images concatenated in append order), in
+        the order given: random batches across images, each image read once per call."""
+        rows = np.asarray(rows, dtype=np.int64)
+        ends = np.cumsum([item[slot].shape[0] for item in self._items])
+        if rows.size and (rows.min() < 0 or rows.max() >= (ends[-1] if ends.size else 0)):
+            msg = f"rows must lie in [0, {int(ends[-1]) if ends.size else 0}); got {rows.min()}..{rows.max()}"
+            raise IndexError(msg)
+        first = self._items[0][slot] if self._items else np.zeros((0, 0), np.float32)
+        out = np.empty((rows.size, *first.shape[1:]), dtype=first.dtype)
+        owner = np.searchsorted(ends, rows, side="right")
+        for image in np.unique(owner):
+            where = np.flatnonzero(owner == image)
+            start = 0 if image == 0 else int(ends[image - 1])
+            out[where] = self._items[image][slot][rows[where] - start]
+        return out
 
     def close(self) -> None:
         self._items = []

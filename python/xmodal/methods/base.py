@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .. import _arrays
+from .._threads import configure_torch
 from . import _model_dir
 from .calibration import PIXEL_STRIDE, Calibration, normalize
 from .options import PointMAEOptions, migrate_config, reject_unknown, take_renamed
@@ -133,7 +135,8 @@ def as_sample(sample=None, *, rgb=None, xyz=None):
 
 
 def _to_numpy(x, name: str) -> np.ndarray:
-    if hasattr(x, "detach") and hasattr(x, "cpu"):
+    if _arrays.is_torch(x):
+        _arrays.check_device(x, name)
         return x.detach().cpu().numpy()
     if isinstance(x, np.ndarray):
         return x
@@ -267,10 +270,30 @@ class Detector:
     def _batches(self, samples, description: str, size: int | None = None):
         return batches(samples, size or self.config["batch_size"], description, enabled=self.config["progress"])
 
+    def _uses_points(self) -> bool:
+        """Whether scores come from the 3D foreground: then a sample without a single valid point
+        cannot be judged. Default: the ``modality`` option names xyz."""
+        return "xyz" in str(self.config.get("modality", ""))
+
+    def _check_points(self, batch: list) -> None:
+        """ValueError for a sample whose cloud has no valid point, when the method scores the 3D
+        foreground: its map would be all zero and its verdict "good" whatever the part looks like
+        (a camera fault, not a good part). Readers already refuse such files; this catches arrays."""
+        if not self._uses_points():
+            return
+        for sample in batch:
+            if not sample.foreground().any():
+                where = sample.paths.get("xyz", "the sample")
+                msg = (f"xyz of {where} has no valid point (every point is (0, 0, 0)): {self.method} scores the "
+                       "3D foreground, so it cannot judge this part (check the 3D sensor)")
+                raise ValueError(msg)
+
     def _score_batch(self, batch: list) -> list[AnomalyResult]:
         """Raw results of a list of Samples (one backbone pass)."""
         import torch
 
+        self._check_points(batch)
+        configure_torch()
         with torch.no_grad():
             features = self._features(batch)
             return [self._result(features, i) for i in range(len(batch))]
@@ -293,6 +316,7 @@ class Detector:
             msg = "samples must hold at least one training Sample; got none"
             raise ValueError(msg)
         train, held, source = plan_calibration(samples, validation, self.config["calibration"], self.config["seed"])
+        configure_torch()
         self.fitted = False
         self.calibration = None
         self._fit(train)

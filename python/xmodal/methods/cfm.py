@@ -13,11 +13,12 @@ scorer, which skips background pixels (the reference computes and then zeros the
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 
-from .._arrays import integer, one_of
+from .._arrays import integer, number, one_of
 from ._backbones import resolve
 from ._store import FeatureStore
 from .base import AnomalyResult, Detector, register
@@ -26,6 +27,8 @@ from .postprocess import box_blur_cfm
 PRUNING = {"full": 12, "M": 8, "S": 4, "T": 1}  # blocks kept in both transformers (Ours-M/S/T)
 AGGREGATIONS = ("product", "sum", "max")
 MLP_KINDS = ("projection", "encoder_decoder")
+TRAIN_PRECISIONS = ("fp32", "bf16")
+VALIDATION_ROWS = 50_000  # rows of the held-out images the early-stopping loss is measured on
 
 
 def _widths(d_in: int, d_out: int, kind: str) -> list[int]:
@@ -84,6 +87,15 @@ class CFM(Detector):
         pointmae: :class:`PointMAEOptions` (or a dict); the flat ``num_group``, ``group_size``,
             ``reference_fps`` and ``reference_train_mode`` keywords still work.
         tmp_dir: folder for the temporary feature files (default: the system's).
+        row_fraction: share of each image's foreground rows drawn afresh at every optimisation
+            step (default 1/8: as many steps as the paper, 7-8x less work, same I-AUROC/AUPRO
+            on synthetic data, ``benchmarks/bench_cfm_training.py``); 1.0 is the paper's
+            setting (every row), which with ``train_precision="fp32"`` and ``patience=None``
+            reproduces the plain training loop exactly.
+        train_precision: "fp32" (default) or "bf16" (bfloat16 autocast in the networks: about
+            1.6x faster on CPUs with AVX512-BF16/AMX, slow where bf16 is emulated).
+        patience: early stopping: hold out 5 % of the training images and stop once their loss
+            has not improved for this many epochs, keeping the best networks (None: off).
     """
 
     method = "cfm"
@@ -92,8 +104,11 @@ class CFM(Detector):
                  batch_size: int = 4, lr: float = 1e-3, aggregation: str = "product", pruning: str = "full",
                  mlp: str = "projection", square_pad: bool = True, seed: int = 115, max_memory: int = 4 << 30,
                  calibration: float = 0.1, progress: bool = True, random_weights: bool = False, pointmae=None,
-                 tmp_dir=None, **legacy):
+                 tmp_dir=None, row_fraction: float = 0.125, train_precision: str = "fp32", patience=None, **legacy):
         one_of(aggregation, "aggregation", AGGREGATIONS)
+        one_of(train_precision, "train_precision", TRAIN_PRECISIONS)
+        row_fraction = number(row_fraction, "row_fraction", minimum=0, maximum=1, low_open=True)
+        patience = integer(patience, "patience", minimum=1, allow_none=True)
         one_of(pruning, "pruning", tuple(PRUNING))
         one_of(mlp, "mlp", MLP_KINDS)
         for name, value in (("epochs", epochs), ("batch_size", batch_size)):
@@ -106,7 +121,8 @@ class CFM(Detector):
                                      pointmae=pointmae)
         common["max_memory"] = integer(common["max_memory"], "max_memory", minimum=0)
         super().__init__(**common, epochs=epochs, lr=float(lr), aggregation=aggregation, pruning=pruning, mlp=mlp,
-                         square_pad=bool(square_pad), tmp_dir=None if tmp_dir is None else str(tmp_dir))
+                         square_pad=bool(square_pad), tmp_dir=None if tmp_dir is None else str(tmp_dir),
+                         row_fraction=float(row_fraction), train_precision=train_precision, patience=patience)
         self.mlp_2d3d = None
         self.mlp_3d2d = None
 
@@ -158,6 +174,16 @@ class CFM(Detector):
             store.close()
 
     def _train(self, store: FeatureStore, device) -> None:
+        """Adam on the cosine losses of both directions, ``batch_size`` images per step.
+
+        With the paper setting (``row_fraction=1``, ``train_precision="fp32"``, no ``patience``)
+        every step sees every foreground row of its images, exactly as before these options
+        existed (same random stream, same result). ``row_fraction`` < 1 draws that share of each
+        image's rows afresh at every step: as many optimisation steps, each on fewer rows.
+        ``patience`` holds out 5 % of the training images (at least one, when there are two or
+        more) and stops once their loss has not improved for ``patience`` epochs, keeping the
+        best networks.
+        """
         import torch
 
         from ..progress import progress
@@ -169,23 +195,25 @@ class CFM(Detector):
         self.mlp_3d2d = mapping_network(d3, d2, c["mlp"]).to(device)
         params = list(self.mlp_2d3d.parameters()) + list(self.mlp_3d2d.parameters())
         optimizer = torch.optim.Adam(params, lr=c["lr"])
-        cosine = torch.nn.CosineSimilarity(dim=-1, eps=1e-6)
         rng = np.random.default_rng(c["seed"])
+        train_items, val_rows = self._validation_split(store, c["patience"])
+        fraction, step_size = c["row_fraction"], c["batch_size"]
+        steps_per_epoch = (len(train_items) + step_size - 1) // step_size
+        best, best_state, stale = math.inf, None, 0
         started = time.perf_counter()
-        losses = []
+        losses, val_losses, rows_seen = [], [], 0
         bar = progress(range(c["epochs"]), "training mapping networks", enabled=c["progress"], unit="epoch")
         for _ in bar:
             self.mlp_2d3d.train()
             self.mlp_3d2d.train()
-            order = rng.permutation(len(store))
+            order = train_items[rng.permutation(len(train_items))]
             epoch_loss = 0.0
-            for first in range(0, len(order), c["batch_size"]):
-                f2d, f3d = store.rows(order[first : first + c["batch_size"]])
-                f2d = torch.from_numpy(np.asarray(f2d)).to(device)
-                f3d = torch.from_numpy(np.asarray(f3d)).to(device)
-                loss_3d = 1 - cosine(self.mlp_2d3d(f2d), f3d).mean()
-                loss_2d = 1 - cosine(self.mlp_3d2d(f3d), f2d).mean()
-                loss = loss_3d + loss_2d
+            for first in range(0, len(order), step_size):
+                items = order[first : first + step_size]
+                f2d, f3d = store.rows(items) if fraction >= 1 else store.sample_rows(items, fraction, rng)
+                rows_seen += len(f2d)
+                loss = self._loss(torch.from_numpy(np.asarray(f2d)).to(device),
+                                  torch.from_numpy(np.asarray(f3d)).to(device))
                 if not torch.isfinite(loss):
                     msg = "CFM training diverged (non-finite loss)"
                     raise RuntimeError(msg)
@@ -193,15 +221,71 @@ class CFM(Detector):
                 loss.backward()
                 optimizer.step()
                 epoch_loss += float(loss.detach())
-            losses.append(epoch_loss / ((len(order) + c["batch_size"] - 1) // c["batch_size"]))
+            losses.append(epoch_loss / steps_per_epoch)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if val_rows is None:
+                continue
+            val_losses.append(self._validation_loss(val_rows, device))
+            if not math.isfinite(best) or val_losses[-1] < best - 1e-4 * abs(best):
+                best, stale = val_losses[-1], 0
+                best_state = [p.detach().clone() for p in params]
+            else:
+                stale += 1
+                if stale >= c["patience"]:
+                    break
+        if best_state is not None:
+            with torch.no_grad():
+                for p, kept in zip(params, best_state, strict=True):
+                    p.copy_(kept)
         self.mlp_2d3d.eval()
         self.mlp_3d2d.eval()
-        self.info["training_seconds"] = round(time.perf_counter() - started, 3)
+        seconds = time.perf_counter() - started
+        self.info["training_seconds"] = round(seconds, 3)
+        self.info["training_rows_per_second"] = round(rows_seen / max(seconds, 1e-9))
+        self.info["epochs_run"] = len(losses)
         self.info["loss_per_epoch"] = [round(v, 6) for v in losses]
+        if val_losses:
+            self.info["validation_loss_per_epoch"] = [round(v, 6) for v in val_losses]
+
+    def _loss(self, f2d, f3d):
+        """Both directions' cosine losses; the networks run in bfloat16 autocast with
+        ``train_precision="bf16"`` (the cosine itself in float32)."""
+        import torch
+
+        cosine = torch.nn.functional.cosine_similarity
+        enabled = self.config["train_precision"] == "bf16"
+        with torch.autocast(f2d.device.type, dtype=torch.bfloat16, enabled=enabled):
+            pred_3d, pred_2d = self.mlp_2d3d(f2d), self.mlp_3d2d(f3d)
+        loss_3d = 1 - cosine(pred_3d.float(), f3d, dim=-1, eps=1e-6).mean()
+        loss_2d = 1 - cosine(pred_2d.float(), f2d, dim=-1, eps=1e-6).mean()
+        return loss_3d + loss_2d
+
+    def _validation_split(self, store: FeatureStore, patience):
+        """(training image indices, validation rows or None): 5 % of the images (at least one,
+        at most ``VALIDATION_ROWS`` rows of them) are held out when ``patience`` is set."""
+        everything = np.arange(len(store))
+        if patience is None or len(store) < 2:
+            return everything, None
+        rng = np.random.default_rng([self.config["seed"], 1])  # apart from the training stream
+        held = np.sort(rng.choice(len(store), size=max(1, round(0.05 * len(store))), replace=False))
+        rows = sum(store.image_rows(i) for i in held)
+        val_rows = store.sample_rows(held, min(1.0, VALIDATION_ROWS / max(rows, 1)), rng)
+        return np.setdiff1d(everything, held), val_rows
+
+    def _validation_loss(self, rows, device) -> float:
+        import torch
+
+        self.mlp_2d3d.eval()
+        self.mlp_3d2d.eval()
+        with torch.no_grad():
+            f2d, f3d = (torch.from_numpy(np.asarray(r)).to(device) for r in rows)
+            return float(self._loss(f2d, f3d))
 
     # --- predict ----------------------------------------------------------------------------
+    def _uses_points(self) -> bool:
+        return True  # the discrepancies exist on foreground pixels only
+
     def _result(self, feats, i: int) -> AnomalyResult:
         import torch
 

@@ -16,6 +16,8 @@ from .._arrays import integer
 
 # modality option -> the modalities it scores (PatchCore today; the 2D baselines and BridgeNet next)
 MODALITIES = {"rgb": ("rgb",), "xyz": ("xyz",), "rgb+xyz": ("rgb", "xyz")}
+# modality option of the 2D methods of the benchmark study (PaDiM, FastFlow): the image they read
+IMAGE_MODALITIES = ("rgb", "depth")
 POINTMAE_KEYS = ("num_group", "group_size", "reference_fps", "reference_train_mode")
 # old keyword -> current keyword (kept working, with a DeprecationWarning)
 RENAMED = {"max_cache_bytes": "max_memory"}

@@ -29,12 +29,11 @@ Differences from the reference code, on purpose:
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 
-from .._arrays import one_of
+from .._arrays import integer, number, one_of
 from ..memory_bank import MemoryBank, MemoryBankBuilder
 from ._backbones import resolve
 from .base import AnomalyResult, Detector, register
@@ -64,19 +63,6 @@ def parse_backbone(backbone) -> dict[str, str]:
             raise ValueError(msg)
         names[kind] = part
     return names
-
-
-def _check_number(name: str, value, low: float, high: float | None = None, *, low_open: bool = False,
-                  allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
-    if not ok:
-        upper = f"{high}]" if high is not None else "inf)"
-        bounds = f"{'(' if low_open else '['}{low}, {upper}"
-        msg = f"{name} must be a number in {bounds}{' or None' if allow_none else ''}; got {value!r}"
-        raise ValueError(msg)
 
 
 @register
@@ -145,30 +131,21 @@ class PatchCore(Detector):
 
         one_of(modality, "modality", tuple(MODALITIES))
         parse_backbone(backbone)
-        _check_number("coreset_ratio", coreset_ratio, 0, 1, low_open=True, allow_none=True)
-        if projection not in ("sparse", "linear"):
-            msg = f"projection must be 'sparse' or 'linear'; got {projection!r}"
-            raise ValueError(msg)
+        number(coreset_ratio, "coreset_ratio", minimum=0, maximum=1, low_open=True, allow_none=True)
+        one_of(projection, "projection", ("sparse", "linear"))
         num_neighbors = check_reweight(reweight, num_neighbors)
-        _check_number("reweight_eps", reweight_eps, 0)
+        number(reweight_eps, "reweight_eps", minimum=0)
         one_of(fusion, "fusion", FUSIONS)
         if fusion == "ocsvm" and modality != "rgb+xyz":
             msg = f"fusion='ocsvm' combines two banks and needs modality='rgb+xyz'; got modality={modality!r}"
             raise ValueError(msg)
         for name, value in (("xyz_weight", xyz_weight), ("rgb_weight", rgb_weight), ("sigma", sigma)):
-            _check_number(name, value, 0)
-        if standardize not in (None, True, False):
-            msg = f"standardize must be None, True or False; got {standardize!r}"
-            raise ValueError(msg)
+            number(value, name, minimum=0)
+        one_of(standardize, "standardize", (None, True, False))
         for name, value, minimum in (("proj_dim", proj_dim, 1), ("batch_size", batch_size, 1),
                                      ("grid", grid, 1), ("xyz_grid", xyz_grid, 1), ("seed", seed, 0),
                                      ("max_memory", max_memory, 1), ("ocsvm_max_pixels", ocsvm_max_pixels, 1)):
-            if value is None and name in ("xyz_grid", "max_memory"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-                or_none = " or None" if name in ("xyz_grid", "max_memory") else ""
-                msg = f"{name} must be an int >= {minimum}{or_none}; got {value!r}"
-                raise ValueError(msg)
+            integer(value, name, minimum=minimum, allow_none=name in ("xyz_grid", "max_memory"))
         if max_memory is not None and coreset_ratio is None:
             msg = "max_memory streams the training features into a coreset; it needs a coreset_ratio (got None)"
             raise ValueError(msg)

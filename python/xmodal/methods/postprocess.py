@@ -48,13 +48,20 @@ def resize_bilinear(score_map, shape: tuple[int, int]) -> np.ndarray:
     return upsample_bilinear(np.asarray(score_map, dtype=np.float32), shape).numpy()
 
 
-def gaussian_blur(score_map, sigma: float = 4.0):
-    """Separable Gaussian smoothing, kernel radius ``int(4 * sigma + 0.5)``, mirror padding."""
+def gaussian_blur(score_map, sigma: float = 4.0, mode: str = "mirror"):
+    """Separable Gaussian smoothing, kernel radius ``int(4 * sigma + 0.5)``; ``mode`` "mirror"
+    (reflection without the edge pixel) or "reflect" (scipy's default, the edge pixel repeated,
+    as BridgeNet's ``gaussian_filter``)."""
     import torch
     import torch.nn.functional as F
 
     t, single = _as_batch(score_map)
     radius = int(4 * sigma + 0.5)
+    if mode == "reflect":
+        return _blur_symmetric(t, sigma, radius, single)
+    if mode != "mirror":
+        msg = f"mode must be 'mirror' or 'reflect'; got {mode!r}"
+        raise ValueError(msg)
     x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=t.device)
     kernel = torch.exp(-(x**2) / (2 * sigma**2))
     kernel = kernel / kernel.sum()
@@ -63,6 +70,35 @@ def gaussian_blur(score_map, sigma: float = 4.0):
     t = F.pad(t, (pad, pad, pad, pad), mode="reflect")
     t = F.conv2d(t, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels, padding=(0, radius - pad))
     t = F.conv2d(t, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels, padding=(radius - pad, 0))
+    return t[0, 0] if single else t
+
+
+def _symmetric_pad(t, radius: int, dim: int):
+    """Pads ``radius`` entries on both sides of ``dim`` by half-sample symmetric reflection
+    (d c b a | a b c d | d c b a), repeated for a map shorter than the radius."""
+    import torch
+
+    while radius > 0:
+        step = min(radius, t.shape[dim])
+        n = t.shape[dim]
+        before = t.narrow(dim, 0, step).flip(dim)
+        after = t.narrow(dim, n - step, step).flip(dim)
+        t = torch.cat([before, t, after], dim=dim)
+        radius -= step
+    return t
+
+
+def _blur_symmetric(t, sigma: float, radius: int, single: bool):
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=t.device)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = t.shape[1]
+    t = _symmetric_pad(_symmetric_pad(t, radius, 3), radius, 2)
+    t = F.conv2d(t, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+    t = F.conv2d(t, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
     return t[0, 0] if single else t
 
 

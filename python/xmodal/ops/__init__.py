@@ -3,10 +3,11 @@
 Every function takes numpy arrays or torch tensors (CPU, or CUDA when xmodal was built with
 CUDA) and returns the same kind on the same device. Arguments are validated here; errors name
 the argument, what was expected and what was received. One module per op family (knn, coreset,
-pointcloud, fpfh, mlp, mahalanobis, auroc, pro, ccl, ransac, dbscan); the names below are the public API, and the
-layers above import only these.
+pointcloud, fpfh, mlp, mahalanobis, anisotropic (G2SF), auroc, pro, ccl, ransac, dbscan); the names
+below are the public API, and the layers above import only these.
 """
 
+from .anisotropic import anisotropic_min
 from .auroc import auroc, auroc_nonzero
 from .ccl import connected_components
 from .coreset import coreset, greedy_coreset, jl_dimension, projection_matrix
@@ -27,6 +28,7 @@ __all__ = [
     "LinearParams",
     "OrganizedFeatures",
     "PlaneResult",
+    "anisotropic_min",
     "aupro",
     "aupro_bootstrap",
     "auroc",

@@ -160,6 +160,8 @@ def cholesky_factors(covariance, regularization: float = 0.01):
     """
     regularization = _arrays.number(regularization, "regularization", minimum=0.0)
     kind = _arrays.kind_of(covariance)
+    if kind.torch:
+        _arrays.check_device(covariance, "covariance")
     cov = covariance.detach() if kind.torch else covariance
     if not kind.torch and not isinstance(cov, np.ndarray):
         cov = np.asarray(cov)
@@ -273,6 +275,7 @@ class GaussianStats:
         """
         kind = _arrays.kind_of(x)
         if kind.torch:
+            _arrays.check_device(x, "x")
             if not x.is_floating_point():
                 msg = f"x must be a floating-point tensor; got dtype {x.dtype}"
                 raise TypeError(msg)

@@ -101,8 +101,14 @@ def _prepare_layers(mlp, name: str, kind: _arrays.ArrayKind, activation, negativ
                    f"got {type(mlp).__name__}")
             raise TypeError(msg)
         weights, biases = mlp
+        if not isinstance(weights, (tuple, list)):
+            msg = f"{name} weights must be a list of (out, in) arrays; got {type(weights).__name__}"
+            raise TypeError(msg)
         if biases is None:
             biases = [None] * len(weights)
+        if not isinstance(biases, (tuple, list)):
+            msg = f"{name} biases must be a list of (out,) arrays or None; got {type(biases).__name__}"
+            raise TypeError(msg)
         if len(weights) != len(biases):
             msg = f"{name}: {len(weights)} weights but {len(biases)} biases"
             raise ValueError(msg)
@@ -116,10 +122,13 @@ def _prepare_layers(mlp, name: str, kind: _arrays.ArrayKind, activation, negativ
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
         w_arr, w_kind = _arrays.as_float32(w, f"{name} weight {i}", ndim=2, shape_doc="(out, in)")
         _arrays.check_same_kind(w_kind, kind, f"{name} weight {i}", "the features")
+        # a NaN/inf parameter would make every output NaN: garbage, not an answer
+        _arrays.check_finite(w_arr, f"{name} weight {i}")
         b_arr = None
         if b is not None:
             b_arr, b_kind = _arrays.as_float32(b, f"{name} bias {i}", ndim=1, shape_doc="(out,)")
             _arrays.check_same_kind(b_kind, kind, f"{name} bias {i}", "the features")
+            _arrays.check_finite(b_arr, f"{name} bias {i}")
             if b_arr.shape[0] != w_arr.shape[0]:
                 msg = f"{name} bias {i} must have {w_arr.shape[0]} entries; got {b_arr.shape[0]}"
                 raise ValueError(msg)
@@ -172,13 +181,26 @@ def _mask_bytes(mask, rows: int, kind: _arrays.ArrayKind):
     """The foreground mask as N contiguous bytes (1 = compute the row) of the features' kind."""
     if mask is None:
         return _arrays.full(kind, (rows,), 1, "uint8")
+    if _arrays.is_torch(mask):
+        _arrays.check_device(mask, "mask")
     _arrays.check_same_kind(_arrays.kind_of(mask), kind, "mask", "the features")
     if _arrays.is_torch(mask):
         import torch
 
+        if mask.is_complex():
+            msg = f"mask must be boolean or hold numbers (nonzero = foreground); got dtype {mask.dtype}"
+            raise TypeError(msg)
         m = (mask.reshape(-1) != 0).to(torch.uint8)
     else:
-        m = (np.asarray(mask).reshape(-1) != 0).view(np.uint8)
+        try:
+            values = np.asarray(mask)
+        except (TypeError, ValueError) as exc:
+            msg = f"mask must be a boolean or numeric array; got {type(mask).__name__}"
+            raise TypeError(msg) from exc
+        if values.dtype.kind not in "biuf":
+            msg = f"mask must be boolean or hold numbers (nonzero = foreground); got dtype {values.dtype}"
+            raise TypeError(msg)
+        m = (values.reshape(-1) != 0).view(np.uint8)
     if m.shape[0] != rows:
         msg = f"mask must have one entry per row (N={rows}); got {m.shape[0]}"
         raise ValueError(msg)
@@ -253,11 +275,26 @@ def _cast_like(a, like):
     return a.to(like.dtype) if _arrays.is_torch(like) else a.astype(like.dtype)
 
 
+def _check_floating(a, name: str) -> None:
+    """TypeError unless ``a`` is a floating array/tensor on the CPU or CUDA (a folded layer is
+    computed in float64 and cast back: integer parameters would be truncated silently)."""
+    if _arrays.is_torch(a):
+        _arrays.check_device(a, name)
+        floating = a.is_floating_point()
+    else:
+        floating = a.dtype.kind == "f"
+    if not floating:
+        msg = f"{name} must be a floating-point array; got dtype {a.dtype}"
+        raise TypeError(msg)
+
+
 def _vector(a, name: str, size: int, kind: _arrays.ArrayKind):
+    _check_floating(a, name)
     _arrays.check_same_kind(_arrays.kind_of(a), kind, name, "the Linear weight")
     if a.ndim != 1 or a.shape[0] != size:
         msg = f"{name} must have shape ({size},) (the Linear's outputs); got {tuple(a.shape)}"
         raise ValueError(msg)
+    _arrays.check_finite(a, name)
     return _float64(a)
 
 
@@ -277,13 +314,11 @@ def _linear_params(linear, name: str) -> LinearParams:
     else:
         msg = f"{name} must be a torch.nn.Linear or a (weight, bias) pair; got {type(linear).__name__}"
         raise TypeError(msg)
-    floating = weight.is_floating_point() if _arrays.is_torch(weight) else weight.dtype.kind == "f"
-    if not floating:
-        msg = f"{name} weight must be a floating-point array; got dtype {weight.dtype}"
-        raise TypeError(msg)
+    _check_floating(weight, f"{name} weight")
     if weight.ndim != 2:
         msg = f"{name} weight must have 2 dimensions (out, in); got shape {tuple(weight.shape)}"
         raise ValueError(msg)
+    _arrays.check_finite(weight, f"{name} weight")
     if bias is not None:
         kind = _arrays.kind_of(weight)
         bias = bias.detach() if _arrays.is_torch(bias) else np.asarray(bias)
@@ -307,7 +342,7 @@ def _batchnorm_params(batchnorm, size: int, kind: _arrays.ArrayKind):
     elif hasattr(batchnorm, "keys"):
         state = dict(batchnorm)
         for key in ("running_mean", "running_var"):
-            if key not in state:
+            if state.get(key) is None:
                 msg = f"batchnorm must have a {key!r} entry (BatchNorm1d state dict keys); got keys {sorted(state)}"
                 raise ValueError(msg)
     else:
@@ -321,6 +356,9 @@ def _batchnorm_params(batchnorm, size: int, kind: _arrays.ArrayKind):
             value = value.detach() if _arrays.is_torch(value) else np.asarray(value)
             value = _vector(value, f"batchnorm {key}", size, kind)
         vectors.append(value)
+    if bool((vectors[1] + eps <= 0).any()):
+        msg = f"batchnorm running_var + eps must be > 0 (a variance); got a minimum of {float(vectors[1].min())}"
+        raise ValueError(msg)
     return (*vectors, eps)
 
 

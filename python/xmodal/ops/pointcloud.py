@@ -59,8 +59,8 @@ def _fps_prevalidated(arr, kind, n: int, start: int, reference: bool):
     return idx
 
 
-def _check_fps_args(n, start, reference, num_points: int):
-    n = _arrays.positive_int(n, "n", maximum=num_points, what="N=")
+def _check_fps_args(n, start, reference, num_points: int, n_name: str = "n"):
+    n = _arrays.positive_int(n, n_name, maximum=num_points, what="N=")
     start = _arrays.positive_int(start, "start", minimum=0, maximum=num_points - 1, what="N-1=")
     if not isinstance(reference, (bool, np.bool_)):
         msg = f"reference must be a bool; got {type(reference).__name__} {reference!r}"
@@ -128,7 +128,7 @@ def group_points(points, n_groups: int, group_size: int, start: int = 0, referen
     """
     arr, kind = _points(points, "points")
     num_points = arr.shape[0]
-    n_groups, start, reference = _check_fps_args(n_groups, start, reference, num_points)
+    n_groups, start, reference = _check_fps_args(n_groups, start, reference, num_points, "n_groups")
     group_size = _arrays.positive_int(group_size, "group_size", maximum=num_points, what="N=")
     center_idx = _fps_prevalidated(arr, kind, n_groups, start, reference)
     centers = arr[center_idx]

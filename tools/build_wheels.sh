@@ -46,7 +46,7 @@ build_wheel() {
   local name="$1"; shift
   local start=$SECONDS
   echo "== $name wheel"
-  python -m pip wheel --no-deps "${isolation[@]}" -w "$work/$name" -Cbuild-dir="$work/build-$name" "$@" . \
+  python -m pip wheel -v --no-deps "${isolation[@]}" -w "$work/$name" -Cbuild-dir="$work/build-$name" "$@" . \
     > "$work/$name.log" 2>&1 || { tail -40 "$work/$name.log" >&2; echo "the $name wheel failed to build" >&2; exit 1; }
   grep -m1 "xmodal build:" "$work/$name.log" || true
   local wheel

@@ -9,7 +9,8 @@ import xmodal
 
 def test_build_info_fields():
     info = xmodal.build_info()
-    assert set(info) >= {"version", "cuda", "cuda_version", "cuda_archs", "compiler", "openmp", "blas"}
+    assert set(info) >= {"version", "cuda", "cuda_version", "cuda_archs", "compiler", "openmp", "blas", "isa",
+                         "isa_variants", "isa_reason", "cpu_levels"}
     assert info["version"] == xmodal.__version__
     assert info["openmp"] is True
     assert "openblas" in info["blas"].lower()

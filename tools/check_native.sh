@@ -43,7 +43,7 @@ if [[ "$mode" != "--format-only" ]]; then
   trap 'rm -rf "$build"' EXIT
   generator=()
   if command -v ninja >/dev/null; then generator=(-G Ninja); fi
-  # The same configuration as `pip install` (Release, XMODAL_NATIVE=ON), without CUDA.
+  # The same configuration as `pip install` (Release, portable CPU variants), without CUDA.
   if ! cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
       -DSKBUILD=ON -DSKBUILD_PROJECT_VERSION=0.0.0 -DPython_EXECUTABLE="$(command -v python3)" \
       -DXMODAL_CUDA=OFF -DXMODAL_WERROR=ON >"$build/configure.log" 2>&1; then

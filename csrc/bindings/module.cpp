@@ -4,6 +4,7 @@
 #include "bindings/ops.h"
 #include "common/blas.h"
 #include "common/cuda_device.h"
+#include "common/isa.h"
 #include "common/parallel.h"
 
 namespace nb = nanobind;
@@ -25,6 +26,10 @@ nb::dict build_info() {
   info["compiler"] = XMODAL_CXX_COMPILER;
   info["openmp"] = xmodal::openmp_enabled();
   info["blas"] = xmodal::blas::name();
+  // The CPU variant actually loaded (the library answers, not the loader's intent) and the
+  // variants this build has.
+  info["isa"] = xmodal::isa_name();
+  info["isa_variants"] = XMODAL_ISA_VARIANTS;
   return info;
 }
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from . import _isa
+
 __all__ = ["C", "build_info", "cuda_available", "get_num_threads", "require_cuda", "set_num_threads"]
 
 
@@ -27,12 +29,15 @@ def _preload_openblas() -> None:
 
 
 _preload_openblas()
+_ISA = _isa.load_kernels()
 
 from . import _C as C  # noqa: E402
 from ._arrays import integer  # noqa: E402
 from ._threads import configure_native  # noqa: E402
 
 _BUILD_INFO = dict(C.build_info())
+_BUILD_INFO["isa_reason"] = _ISA.reason
+_BUILD_INFO["cpu_levels"] = ",".join(_ISA.cpu_levels)
 # Kernel threads: no more than the CPUs this process may use (affinity and cgroup quota).
 configure_native(C)
 
@@ -42,8 +47,10 @@ def build_info() -> dict:
 
     Returns:
         dict with ``version``, ``cuda`` (bool: CUDA kernels compiled in), ``cuda_version``,
-        ``cuda_archs`` (comma-separated CMake architectures), ``compiler``, ``openmp`` and
-        ``blas``.
+        ``cuda_archs`` (comma-separated CMake architectures), ``compiler``, ``openmp``,
+        ``blas``, ``isa`` (the CPU variant of the kernels in use: ``baseline`` (x86-64-v2),
+        ``avx2``, ``avx512`` or ``native``), ``isa_variants`` (the variants built),
+        ``isa_reason`` (why that one) and ``cpu_levels`` (the levels this CPU supports).
     """
     return dict(_BUILD_INFO)
 

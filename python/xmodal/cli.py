@@ -515,6 +515,7 @@ def cmd_info(args) -> int:
     print(f"xmodal {info['version']}")
     for key in ("cuda", "cuda_version", "cuda_archs", "compiler", "openmp", "blas"):
         print(f"  {key}: {info[key]}")
+    print(f"  isa: {info['isa']} (built: {info['isa_variants']}; {info['isa_reason']}; XMODAL_ISA forces one)")
     print(f"  cuda_available: {xmodal.cuda_available()}")
     print(f"  cpu threads: {xmodal.get_num_threads()}")
     threads = xmodal.thread_info()

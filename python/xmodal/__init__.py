@@ -4,11 +4,12 @@
   grouping, RANSAC plane and DBSCAN background removal, fused MLP and CFM scoring, AUROC,
   PRO/AUPRO, connected components); ``knn``, ``coreset`` and ``greedy_coreset`` also here.
 - ``xmodal.MemoryBank``: coreset memory banks with exact k-NN queries, streamed builds, save/load.
-- ``xmodal.methods``: CFM and PatchCore (RGB, 3D, or both with M3DM-style banks and fusion),
-  behind one Detector interface, calibrated to give verdicts; ``xmodal.load`` reads a saved
-  detector.
+- ``xmodal.methods``: CFM, PatchCore (RGB, 3D, or both with M3DM-style banks and fusion), G²SF,
+  BridgeNet, BTF, PaDiM, FastFlow, CFlow, CS-Flow and DifferNet, behind one Detector interface,
+  calibrated to give verdicts; ``xmodal.load`` reads a saved (or exported) detector.
 - ``xmodal.metrics`` / ``xmodal.evaluate``: the evaluation protocol (I-AUROC, P-AUROC, AUPRO at
-  30/10/5/1 % FPR; exact, M3DM and CFM variants) and paper-style reports.
+  30/10/5/1 % FPR; exact, M3DM, CFM and BridgeNet variants) and paper-style reports;
+  ``xmodal.benchmark``: every method on every category, accuracy and efficiency tables.
 - ``xmodal.data``: MVTec 3D-AD / Eyecandies readers, preprocessing, a synthetic generator.
 
 numpy or torch arrays in, the same kind out. torch is needed only by the methods (and

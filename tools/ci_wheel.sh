@@ -12,6 +12,7 @@
 #   4. a second fresh venv installs the sdist (a source build: only the sdist's files) and
 #      imports it
 # Each step prints its wall time. Usage: tools/ci_wheel.sh [--tests all|kernels|none] [--no-sdist]
+# [--no-isa-runs] (--no-isa-runs skips step 3; tests/test_isa.py still compares every variant's bits).
 # (--tests kernels: only the kernel, build and C++ tests against the wheel). Needs python3 with
 # venv, a C++17 compiler, and network or a local wheel cache for the venvs' packages; the
 # venvs get torch==2.13.0 (pin it: an unpinned torch is the multi-GB CUDA build).
@@ -19,11 +20,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 src="$(pwd)"
 
-tests=all sdist=1
+tests=all sdist=1 isa_runs=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --tests) tests="$2"; shift ;;
     --no-sdist) sdist=0 ;;
+    --no-isa-runs) isa_runs=0 ;;
     *) echo "tools/ci_wheel.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -71,7 +73,7 @@ case "$tests" in
   *) echo "tools/ci_wheel.sh: --tests all|kernels|none" >&2; exit 2 ;;
 esac
 
-if [[ "$tests" != none ]]; then
+if [[ "$tests" != none && $isa_runs == 1 ]]; then
   levels="$(python -c "
 import xmodal
 from xmodal import _isa

@@ -32,6 +32,7 @@ def test_every_op_case_is_a_reference_result_or_a_named_error():
         "CrossmodalDiscrepancy", "Groups", "KnnResult", "LinearParams", "OrganizedFeatures", "PlaneResult",
         "GaussianStats", "cholesky_factors", "mahalanobis", "fold_linear_batchnorm", "fold_linears",  # "gaussian"
         "aupro_bootstrap", "fpfh", "organized_fpfh", "jl_dimension", "projection_matrix",  # not fuzzed yet
+        "anisotropic_min",  # not fuzzed yet (G2SF: tests/test_g2sf_parts.py checks its inputs)
     }
     assert public <= covered, f"ops without fuzz cases: {sorted(public - covered)}"
 

@@ -398,13 +398,16 @@ class G2SFSynthesizer(Sequence):
         skip_last_component: the reference's off-by-one in the component filter (see
             :func:`~xmodal.data.synthesis.g2sf_mask`).
         mask_options: further keyword arguments of g2sf_mask (work_size, threshold, ...).
+        min_component: pieces of at most this many pixels are not pasted (100, the reference's
+            rule on MVTec 3D-AD's ~800 px images; scale it down for small images).
         seed: the dataset seed.
     """
 
     def __init__(self, samples, *, n: int | None = None, raw=None, geometry_sources=None,
                  n_geometry_sources: int | None = None, dataset: str = "mvtec", category: str | None = None,
                  augmentation="auto", corruptions: int = 3, opaque_shifted: bool = False,
-                 skip_last_component: bool = False, mask_options: dict | None = None, seed: int = 0):
+                 skip_last_component: bool = False, mask_options: dict | None = None, seed: int = 0,
+                 min_component: int = 100):
         if not isinstance(samples, Sequence) or isinstance(samples, (str, bytes)):
             msg = f"samples must be a sequence of Samples (a dataset or a list); got {type(samples).__name__}"
             raise TypeError(msg)
@@ -440,6 +443,7 @@ class G2SFSynthesizer(Sequence):
         self.geometry_sources = geometry_sources
         self.corruptions = _arrays.integer(corruptions, "corruptions", minimum=0, maximum=8)
         self.opaque_shifted = bool(opaque_shifted)
+        self.min_component = _arrays.integer(min_component, "min_component", minimum=0)
         options = dict(mask_options or {})
         accepted = set(inspect.signature(g2sf_mask).parameters) - {"foregrounds", "rng"}
         unknown = sorted(set(options) - accepted)
@@ -504,6 +508,7 @@ class G2SFSynthesizer(Sequence):
         mask = g2sf_mask(foregrounds, g, **self.mask_options)
         out_rgb, out_xyz, written, pieces = cut_paste(
             rgb, xyz, corrupted, geometry, mask, g, raw_xyz=raw, opaque_shifted=self.opaque_shifted,
+            min_component=self.min_component,
             clip_to_foreground=self.dataset == "eyecandies")
         clean = Sample(rgb=rgb, xyz=xyz, gt=np.zeros(target.shape, dtype=bool), category=self.category)
         return SyntheticAnomaly(rgb=out_rgb, xyz=out_xyz, mask=written, target=clean, raw_xyz=raw, target_index=t,

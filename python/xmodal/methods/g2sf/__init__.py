@@ -255,8 +255,11 @@ class G2SF(Detector):
     def _synthesizer(self, samples):
         from ...data.synthesis import G2SFSynthesizer
 
+        # the reference pastes pieces > 100 px of ~800 px images: the same share of smaller images
+        h, w = samples[0].shape
+        min_component = min(100, int(100 * h * w / 800**2))
         return G2SFSynthesizer(_ObjectOnly(samples), raw=samples, n=self.config["n_synthetic"],
-                               seed=self.config["seed"])
+                               seed=self.config["seed"], min_component=min_component)
 
     def _fusion_data(self, samples, data) -> None:
         from .patches import neighbours, patch_labels

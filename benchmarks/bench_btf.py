@@ -25,12 +25,11 @@ Needs open3d (``pip install open3d-cpu``) next to xmodal. Run::
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import xmodal
-from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, peak_extra_memory
+from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, measure_once, median_time, peak_extra_memory
 from xmodal.data import preprocess as pp
 from xmodal.data import synthetic
 from xmodal.methods.btf import BTF, INPUT_SIZE, btf_input
@@ -98,16 +97,6 @@ class ReferenceBTF:
         return float(weight * s_star), gaussian_filter(up[0, 0].numpy(), sigma=4)
 
 
-def median_seconds(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train", type=int, default=10, help="good training samples (one category)")
@@ -130,19 +119,15 @@ def main() -> None:
 
     ours = BTF(modality="xyz", background="keep", coreset_ratio=CORESET_RATIO, calibration=0, progress=False)
     theirs = ReferenceBTF()
-    start = time.perf_counter()
-    _, our_fit_peak = peak_extra_memory(lambda: ours.fit(train))
-    our_fit = time.perf_counter() - start
-    start = time.perf_counter()
-    _, their_fit_peak = peak_extra_memory(lambda: theirs.fit([s.xyz for s in train]))
-    their_fit = time.perf_counter() - start
+    _, our_fit, our_fit_peak = measure_once(lambda: ours.fit(train))
+    _, their_fit, their_fit_peak = measure_once(lambda: theirs.fit([s.xyz for s in train]))
 
     our_scores = [float(ours.predict(s).score) for s in test]
     their_scores = [theirs.predict(s.xyz)[0] for s in test]
     _, our_peak = peak_extra_memory(lambda: ours.predict(test[0]))
     _, their_peak = peak_extra_memory(lambda: theirs.predict(test[0].xyz))
-    our_time = np.median([median_seconds(lambda s=s: ours.predict(s), args.repeat) for s in test[:2]])
-    their_time = np.median([median_seconds(lambda s=s: theirs.predict(s.xyz), args.repeat) for s in test[:2]])
+    our_time = np.median([median_time(lambda s=s: ours.predict(s), args.repeat) for s in test[:2]])
+    their_time = np.median([median_time(lambda s=s: theirs.predict(s.xyz), args.repeat) for s in test[:2]])
 
     rho = spearmanr(our_scores, their_scores).statistic
     rel = np.max(np.abs(np.subtract(our_scores, their_scores)) / np.maximum(np.abs(their_scores), 1e-12))

@@ -25,12 +25,11 @@ Needs open3d (``open3d-cpu``; on Debian also ``libusb-1.0-0``). Run::
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import xmodal
-from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, peak_extra_memory
+from _common import fmt_bytes, fmt_seconds, machine_line, markdown_table, median_time, peak_extra_memory
 from xmodal import ops
 from xmodal.data import preprocess as pp
 from xmodal.data import synthetic
@@ -77,16 +76,6 @@ def clouds(samples: int, size: int):
 
 def same_bins(a: np.ndarray, b: np.ndarray) -> float:
     return float((np.abs(a - b) <= 1e-3 * np.maximum(np.abs(b), 1.0)).mean())
-
-
-def median_time(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main() -> None:

@@ -284,8 +284,8 @@ class BridgeNet(Detector):
         from ._training import train
 
         c = self.config
-        name = PAPER_BACKBONE[0]
-        choice, reason = resolve(c["backbones"], (name,), c["weights_dir"])
+        needed = () if c["random_weights"] and c["backbones"] == "paper" else (PAPER_BACKBONE[0],)
+        choice, reason = resolve(c["backbones"], needed, c["weights_dir"])  # random weights read no file
         self._record_backbones(choice, reason)
         self._folded = None
         started = time.perf_counter()

@@ -146,6 +146,10 @@ def test_openvino_engine(fitted, tests, calls):
     det, reference, path = fitted
     assert_same(reference[:2], [xmodal.load(path, engine="openvino").predict(s) for s in tests[:2]])
     assert set(calls) == GRAPHS[det.method]
+    calls.clear()
+    bf16 = xmodal.load(path, engine="openvino", precision="bf16").predict(tests[0])  # OpenVINO's bf16 hint
+    assert abs(bf16.score - reference[0].score) <= BF16_REL * abs(reference[0].score)
+    assert set(calls) == GRAPHS[det.method]
 
 
 def test_bf16_runs_the_heads_in_bf16(fitted, tests):

@@ -54,6 +54,10 @@ METHOD_OPTIONS = {
     "padim": {},
     "bridgenet": {"epochs": 1},
     "g2sf": {"n_synthetic": 2, "epochs": 1, "seed": 2},
+    "fastflow": {"epochs": 1},
+    "cflow": {"epochs": 1},
+    "csflow": {"epochs": 1},
+    "differnet": {"epochs": 1},
 }
 
 

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import xmodal  # noqa: E402
-from xmodal.data import MVTec3D, synthetic  # noqa: E402
+from xmodal.data import MVTec3D  # noqa: E402
 from xmodal.methods import BridgeNet  # noqa: E402
 
 # Small and fast settings for a CPU test run (the paper's: 576, 1536, 1536, 160 epochs, lr 5e-5).
@@ -15,11 +15,8 @@ FAST = {"backbones": "offline", "image_size": 96, "embed_dim": 256, "hidden": 25
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    synthetic.make_dataset(root, categories=["puck"], n_train=8, n_test=2, n_test_good=6, image_size=128, seed=3,
-                           n_validation=8)
-    return root
+def dataset(puck_dataset):
+    return puck_dataset
 
 
 @pytest.fixture(scope="module")

@@ -116,6 +116,16 @@ def test_few_shot_one_image(dataset):
     assert np.isfinite(det.predict(MVTec3D(dataset, "puck", "test")[0]).score)
 
 
+def test_paper_backbone_with_random_weights_reads_no_file(dataset, monkeypatch):
+    # the other methods' rule: random weights need no weight file (tests, benchmarks, exports)
+    monkeypatch.delenv("XMODAL_WEIGHTS", raising=False)
+    det = BridgeNet(backbones="paper", random_weights=True, image_size=32, embed_dim=16, hidden=16, epochs=1,
+                    calibration=0, progress=False)
+    det.fit([MVTec3D(dataset, "puck", "train")[i] for i in range(2)])
+    assert det.info["backbones"] == "paper" and det.extractor.describe()["backbone"] == "wide_resnet50_2"
+    assert np.isfinite(det.predict(MVTec3D(dataset, "puck", "test")[0]).score)
+
+
 def test_selection_on_validation_never_sees_test_data(dataset):
     det = BridgeNet(**FAST, epochs=3, selection="validation", seed=2)
     det.fit(MVTec3D(dataset, "puck", "train"))

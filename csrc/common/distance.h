@@ -10,6 +10,10 @@
 // combined by one tree: lane l += lane l + 8, then l + 4, l + 2, l + 1. Every CPU level runs
 // exactly these float64 operations (the scalar version below is the definition), only more of
 // them at once, so every level returns the same bits.
+//
+// `b` may also be given already converted to float64 (exactly, as the conversion is): a kernel
+// that measures many rows against one point (the coreset's newest center) converts it once
+// instead of once per row, which halves the conversions in the innermost loop.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +36,9 @@ namespace xmodal {
 constexpr int64_t kDistanceLanes = 16;
 
 // The definition, one lane at a time (the build of any CPU without a vector version below).
-inline double squared_distance_f64_scalar(const float* a, const float* b, int64_t dim) {
+// B is float or double.
+template <typename B>
+double squared_distance_f64_scalar(const float* a, const B* b, int64_t dim) {
   double lane[kDistanceLanes] = {};
   for (int64_t d = 0; d < dim; ++d) {
     const double diff = static_cast<double>(a[d]) - static_cast<double>(b[d]);
@@ -48,11 +54,13 @@ namespace detail {
 
 // The last dim % 16 elements as a zero-padded block: a padded lane adds 0 * 0 to its sum (of
 // squares, never -0), which leaves it unchanged, as the scalar loop's skipping it does.
+template <typename B>
 struct DistanceTail {
-  float a[kDistanceLanes] = {}, b[kDistanceLanes] = {};
-  DistanceTail(const float* pa, const float* pb, int64_t count) {
+  float a[kDistanceLanes] = {};
+  B b[kDistanceLanes] = {};
+  DistanceTail(const float* pa, const B* pb, int64_t count) {
     std::memcpy(a, pa, static_cast<size_t>(count) * sizeof(float));
-    std::memcpy(b, pb, static_cast<size_t>(count) * sizeof(float));
+    std::memcpy(b, pb, static_cast<size_t>(count) * sizeof(B));
   }
 };
 
@@ -68,20 +76,25 @@ struct DistanceTail {
 #endif
 // Lanes 0-7 and 8-15 in two registers.
 namespace detail {
-XMODAL_DISTANCE_INLINE void add_block(const float* a, const float* b, __m512d& low, __m512d& high) {
-  const __m512d d0 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a)), _mm512_cvtps_pd(_mm256_loadu_ps(b)));
-  const __m512d d1 = _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(a + 8)), _mm512_cvtps_pd(_mm256_loadu_ps(b + 8)));
+XMODAL_DISTANCE_INLINE __m512d doubles8(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
+XMODAL_DISTANCE_INLINE __m512d doubles8(const double* p) { return _mm512_loadu_pd(p); }
+
+template <typename B>
+XMODAL_DISTANCE_INLINE void add_block(const float* a, const B* b, __m512d& low, __m512d& high) {
+  const __m512d d0 = _mm512_sub_pd(doubles8(a), doubles8(b));
+  const __m512d d1 = _mm512_sub_pd(doubles8(a + 8), doubles8(b + 8));
   low = _mm512_add_pd(low, _mm512_mul_pd(d0, d0));
   high = _mm512_add_pd(high, _mm512_mul_pd(d1, d1));
 }
 }  // namespace detail
 
-XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const float* b, int64_t dim) {
+template <typename B>
+XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const B* b, int64_t dim) {
   __m512d low = _mm512_setzero_pd(), high = _mm512_setzero_pd();
   int64_t d = 0;
   for (; d + kDistanceLanes <= dim; d += kDistanceLanes) detail::add_block(a + d, b + d, low, high);
   if (d < dim) {
-    const detail::DistanceTail tail(a + d, b + d, dim - d);
+    const detail::DistanceTail<B> tail(a + d, b + d, dim - d);
     detail::add_block(tail.a, tail.b, low, high);
   }
   const __m512d s = _mm512_add_pd(low, high);  // lane l + lane l+8
@@ -95,21 +108,25 @@ XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const float* 
 #elif defined(__AVX__)
 // Lanes 4k..4k+3 in register k.
 namespace detail {
-XMODAL_DISTANCE_INLINE void add_block(const float* a, const float* b, __m256d* lanes) {
+XMODAL_DISTANCE_INLINE __m256d doubles4(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
+XMODAL_DISTANCE_INLINE __m256d doubles4(const double* p) { return _mm256_loadu_pd(p); }
+
+template <typename B>
+XMODAL_DISTANCE_INLINE void add_block(const float* a, const B* b, __m256d* lanes) {
   for (int k = 0; k < 4; ++k) {
-    const __m256d diff =
-        _mm256_sub_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + 4 * k)), _mm256_cvtps_pd(_mm_loadu_ps(b + 4 * k)));
+    const __m256d diff = _mm256_sub_pd(doubles4(a + 4 * k), doubles4(b + 4 * k));
     lanes[k] = _mm256_add_pd(lanes[k], _mm256_mul_pd(diff, diff));
   }
 }
 }  // namespace detail
 
-XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const float* b, int64_t dim) {
+template <typename B>
+XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const B* b, int64_t dim) {
   __m256d lanes[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
   int64_t d = 0;
   for (; d + kDistanceLanes <= dim; d += kDistanceLanes) detail::add_block(a + d, b + d, lanes);
   if (d < dim) {
-    const detail::DistanceTail tail(a + d, b + d, dim - d);
+    const detail::DistanceTail<B> tail(a + d, b + d, dim - d);
     detail::add_block(tail.a, tail.b, lanes);
   }
   const __m256d t = _mm256_add_pd(_mm256_add_pd(lanes[0], lanes[2]), _mm256_add_pd(lanes[1], lanes[3]));
@@ -117,27 +134,30 @@ XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const float* 
   return _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
 }
 #elif defined(__SSE2__)
-// Lanes 2k, 2k+1 in register k (two floats per load, which cvtps2pd reads from memory itself).
+// Lanes 2k, 2k+1 in register k.
 namespace detail {
-XMODAL_DISTANCE_INLINE __m128d two_doubles(const float* p) {
+XMODAL_DISTANCE_INLINE __m128d doubles2(const float* p) {
   return _mm_cvtps_pd(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
+XMODAL_DISTANCE_INLINE __m128d doubles2(const double* p) { return _mm_loadu_pd(p); }
 
-XMODAL_DISTANCE_INLINE void add_block(const float* a, const float* b, __m128d* lanes) {
+template <typename B>
+XMODAL_DISTANCE_INLINE void add_block(const float* a, const B* b, __m128d* lanes) {
   for (int k = 0; k < 8; ++k) {
-    const __m128d diff = _mm_sub_pd(two_doubles(a + 2 * k), two_doubles(b + 2 * k));
+    const __m128d diff = _mm_sub_pd(doubles2(a + 2 * k), doubles2(b + 2 * k));
     lanes[k] = _mm_add_pd(lanes[k], _mm_mul_pd(diff, diff));
   }
 }
 }  // namespace detail
 
-XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const float* b, int64_t dim) {
+template <typename B>
+XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const B* b, int64_t dim) {
   __m128d lanes[8];
   for (__m128d& l : lanes) l = _mm_setzero_pd();
   int64_t d = 0;
   for (; d + kDistanceLanes <= dim; d += kDistanceLanes) detail::add_block(a + d, b + d, lanes);
   if (d < dim) {
-    const detail::DistanceTail tail(a + d, b + d, dim - d);
+    const detail::DistanceTail<B> tail(a + d, b + d, dim - d);
     detail::add_block(tail.a, tail.b, lanes);
   }
   // lanes[k] + lanes[k + 4] is lane 2k (+1) plus lane 2k + 8 (+1); then + 4 lanes, + 2, + 1
@@ -147,7 +167,8 @@ XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const float* 
   return _mm_cvtsd_f64(_mm_add_sd(u, _mm_unpackhi_pd(u, u)));
 }
 #else
-XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const float* b, int64_t dim) {
+template <typename B>
+XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const B* b, int64_t dim) {
   return squared_distance_f64_scalar(a, b, dim);
 }
 #endif

@@ -49,11 +49,12 @@ double squared_distance_f64_scalar(const float* a, const B* b, int64_t dim) {
   return lane[0];
 }
 
-#if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
+#if defined(__SSE2__) && !defined(__AVX__)
 namespace detail {
 
 // The last dim % 16 elements as a zero-padded block: a padded lane adds 0 * 0 to its sum (of
-// squares, never -0), which leaves it unchanged, as the scalar loop's skipping it does.
+// squares, never -0), which leaves it unchanged, as the scalar loop's skipping it does. (The
+// AVX versions get the same zeros from masked loads.)
 template <typename B>
 struct DistanceTail {
   float a[kDistanceLanes] = {};
@@ -67,7 +68,7 @@ struct DistanceTail {
 }  // namespace detail
 #endif
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && defined(__AVX512VL__)
 // GCC 12's intrinsics pass an "undefined" vector through, which -Wmaybe-uninitialized reports
 // inside its own headers (a false positive, as in bucket_sort.h); silenced for this part only.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -78,6 +79,10 @@ struct DistanceTail {
 namespace detail {
 XMODAL_DISTANCE_INLINE __m512d doubles8(const float* p) { return _mm512_cvtps_pd(_mm256_loadu_ps(p)); }
 XMODAL_DISTANCE_INLINE __m512d doubles8(const double* p) { return _mm512_loadu_pd(p); }
+XMODAL_DISTANCE_INLINE __m512d doubles8(const float* p, __mmask8 m) {
+  return _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, p));
+}
+XMODAL_DISTANCE_INLINE __m512d doubles8(const double* p, __mmask8 m) { return _mm512_maskz_loadu_pd(m, p); }
 
 template <typename B>
 XMODAL_DISTANCE_INLINE void add_block(const float* a, const B* b, __m512d& low, __m512d& high) {
@@ -93,9 +98,14 @@ XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const B* b, i
   __m512d low = _mm512_setzero_pd(), high = _mm512_setzero_pd();
   int64_t d = 0;
   for (; d + kDistanceLanes <= dim; d += kDistanceLanes) detail::add_block(a + d, b + d, low, high);
-  if (d < dim) {
-    const detail::DistanceTail<B> tail(a + d, b + d, dim - d);
-    detail::add_block(tail.a, tail.b, low, high);
+  if (d < dim) {  // masked-off lanes load 0 (and cannot fault)
+    const int64_t rest = dim - d;
+    const __mmask8 m0 = rest >= 8 ? 0xFF : static_cast<__mmask8>((1u << rest) - 1);
+    const __mmask8 m1 = rest > 8 ? static_cast<__mmask8>((1u << (rest - 8)) - 1) : 0;
+    const __m512d d0 = _mm512_sub_pd(detail::doubles8(a + d, m0), detail::doubles8(b + d, m0));
+    const __m512d d1 = _mm512_sub_pd(detail::doubles8(a + d + 8, m1), detail::doubles8(b + d + 8, m1));
+    low = _mm512_add_pd(low, _mm512_mul_pd(d0, d0));
+    high = _mm512_add_pd(high, _mm512_mul_pd(d1, d1));
   }
   const __m512d s = _mm512_add_pd(low, high);  // lane l + lane l+8
   const __m256d t = _mm256_add_pd(_mm512_castpd512_pd256(s), _mm512_extractf64x4_pd(s, 1));
@@ -110,6 +120,15 @@ XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const B* b, i
 namespace detail {
 XMODAL_DISTANCE_INLINE __m256d doubles4(const float* p) { return _mm256_cvtps_pd(_mm_loadu_ps(p)); }
 XMODAL_DISTANCE_INLINE __m256d doubles4(const double* p) { return _mm256_loadu_pd(p); }
+// Elements i < count of the 4 at p; the others 0.
+XMODAL_DISTANCE_INLINE __m256d doubles4(const float* p, int64_t count) {
+  const __m128i m = _mm_setr_epi32(count > 0 ? -1 : 0, count > 1 ? -1 : 0, count > 2 ? -1 : 0, count > 3 ? -1 : 0);
+  return _mm256_cvtps_pd(_mm_maskload_ps(p, m));
+}
+XMODAL_DISTANCE_INLINE __m256d doubles4(const double* p, int64_t count) {
+  const __m256i m = _mm256_setr_epi64x(count > 0 ? -1 : 0, count > 1 ? -1 : 0, count > 2 ? -1 : 0, count > 3 ? -1 : 0);
+  return _mm256_maskload_pd(p, m);
+}
 
 template <typename B>
 XMODAL_DISTANCE_INLINE void add_block(const float* a, const B* b, __m256d* lanes) {
@@ -125,9 +144,10 @@ XMODAL_DISTANCE_INLINE double squared_distance_f64(const float* a, const B* b, i
   __m256d lanes[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
   int64_t d = 0;
   for (; d + kDistanceLanes <= dim; d += kDistanceLanes) detail::add_block(a + d, b + d, lanes);
-  if (d < dim) {
-    const detail::DistanceTail<B> tail(a + d, b + d, dim - d);
-    detail::add_block(tail.a, tail.b, lanes);
+  for (int k = 0; d + 4 * k < dim; ++k) {  // masked-off lanes load 0 (and cannot fault)
+    const int64_t count = dim - d - 4 * k;
+    const __m256d diff = _mm256_sub_pd(detail::doubles4(a + d + 4 * k, count), detail::doubles4(b + d + 4 * k, count));
+    lanes[k] = _mm256_add_pd(lanes[k], _mm256_mul_pd(diff, diff));
   }
   const __m256d t = _mm256_add_pd(_mm256_add_pd(lanes[0], lanes[2]), _mm256_add_pd(lanes[1], lanes[3]));
   const __m128d u = _mm_add_pd(_mm256_castpd256_pd128(t), _mm256_extractf128_pd(t, 1));

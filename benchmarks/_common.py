@@ -167,8 +167,9 @@ def machine() -> dict:
 
 def machine_line() -> str:
     m = machine()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"Machine: {m['cpu']}, {m['cores']} cores ({m['threads']} threads used); "
-            f"date {m['date']}; commit {m['commit']}")
+            f"date {m['date']}; commit {m['commit']}; load average {load} (1, 5, 15 min) when printed")
 
 
 def fmt_seconds(s: float) -> str:

@@ -170,7 +170,7 @@ def main() -> None:
     from xmodal.engines import bf16_native
 
     print(machine_line())
-    print(f"bf16 native on this CPU: {bf16_native()}; machine shared with other agents (loaded)")
+    print(f"bf16 native on this CPU: {bf16_native()}")
     if args.backbones_only:
         rows = backbone_rows(configurations(), max(3, args.rounds))
         print(markdown_table(["backbone", "engine", "precision", "median (batch 1)", "speed vs torch fp32",

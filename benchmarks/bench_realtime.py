@@ -21,7 +21,12 @@ image by an assumed sustained rate (``--gpu-tflops``, default 10 TFLOP/s fp16, a
 Orin-class figure at ~25 % of its dense tensor-core peak) and adds the measured CPU time
 outside the backbones divided by ``--gpu-host-speedup`` (default 1: host work stays on the CPU).
 
+``--engines torch openvino`` repeats every configuration with the neural parts on each engine
+(``xmodal.load(model, engine=...)``); ``--spin-counts 10000 ...`` adds libgomp's spinning bounded
+to that many iterations (``GOMP_SPINCOUNT``) to the wait policies compared.
+
     python benchmarks/bench_realtime.py [--size 800] [--images 16] [--methods patchcore cfm]
+        [--engines torch openvino] [--spin-counts 10000]
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ METHOD_OPTIONS = {
     "padim": {},
     "bridgenet": {"epochs": 1},
     "g2sf": {"n_synthetic": 2, "epochs": 1, "seed": 2},
+    "fastflow": {"epochs": 1},
+    "cflow": {"epochs": 1},
+    "csflow": {"epochs": 1},
+    "differnet": {"epochs": 1},
 }
 
 
@@ -88,7 +97,7 @@ def worker(args) -> None:
     import xmodal
     from xmodal.data import MVTec3D
 
-    det = xmodal.load(args.model)
+    det = xmodal.load(args.model, engine=args.engine)
     reader = MVTec3D(args.data, "puck", "test")
     n = min(args.images, len(reader))
     first = reader[0]
@@ -137,15 +146,53 @@ def _burn(seconds: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-def _run_worker(model: str, data: str, images: int, env_extra: dict, flops: bool) -> dict:
+def _run_worker(model: str, data: str, images: int, env_extra: dict, flops: bool, engine: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in WAIT_VARIABLES}
     env.update(env_extra)
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--model", model, "--data", data,
-           "--images", str(images)] + (["--flops"] if flops else [])
+           "--images", str(images), "--engine", engine] + (["--flops"] if flops else [])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=3600)
     if out.returncode != 0:
         raise RuntimeError(f"worker failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _measure_engine(args, method: str, engine: str, model, root: str, busy: int, rows: list, gpu_rows: list,
+                    notes: list) -> None:
+    """The rows of one method on one engine: each wait policy quiet and next to ``busy`` processes."""
+    from _common import fmt_bytes
+
+    quiet = {}
+    policies = dict(POLICIES)
+    if args.no_default_spin:
+        del policies["libgomp default (spin)"]
+    policies.update({f"bounded spin ({n})": {"GOMP_SPINCOUNT": str(n)} for n in args.spin_counts})
+    for policy, env in policies.items():
+        for load in (0, busy):
+            burners = [_burn(args.busy_seconds) for _ in range(load)]
+            try:
+                time.sleep(0.5 if load else 0)
+                first_quiet = load == 0 and engine == "torch" and not any(row[0] == method for row in gpu_rows)
+                r = _run_worker(str(model), root, args.images, env, flops=first_quiet, engine=engine)
+            finally:
+                for p in burners:
+                    p.kill()
+                    p.wait()
+            if load == 0:
+                quiet[policy] = r
+            ratio = "" if load == 0 else f"{r['pipelined'] / quiet[policy]['pipelined']:.2f}x"
+            rows.append([method, engine, policy, "quiet" if load == 0 else f"{load} busy", f"{r['sequential']:.1f}",
+                         f"{r['pipelined']:.1f}", f"{r['latency_median_ms']:.1f} / {r['latency_p95_ms']:.1f}",
+                         ratio, fmt_bytes(r["peak"])])
+            print(" | ".join(rows[-1]), flush=True)
+            if not r["prepared_same_score"]:
+                notes.append(f"{method}: the reduced (pre-resized) sample did NOT give the same score")
+            if r["flops"] is not None:
+                host_ms = max(r["prepared_predict_ms"] - r["features_ms"], 0.0)
+                cpu_rate = r["flops"] / (r["features_ms"] * 1e-3) / 1e9
+                gpu_ms = r["flops"] / (args.gpu_tflops * 1e12) * 1e3 + host_ms / args.gpu_host_speedup
+                gpu_rows.append([method, f"{r['flops'] / 1e9:.2f}", f"{r['features_ms']:.1f}", f"{cpu_rate:.0f}",
+                                 f"{host_ms:.1f}", f"{gpu_ms:.1f}", f"{1e3 / gpu_ms:.0f}"])
 
 
 def main() -> None:
@@ -156,8 +203,15 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=None, help="registry names (default: every method)")
     parser.add_argument("--busy", type=int, default=None, help="busy processes (default: one per usable CPU)")
     parser.add_argument("--busy-seconds", type=float, default=600.0)
+    parser.add_argument("--spin-counts", type=int, nargs="*", default=[],
+                        help="also measure libgomp's spinning bounded to these GOMP_SPINCOUNT values")
+    parser.add_argument("--no-default-spin", action="store_true",
+                        help="skip libgomp's default spinning (GOMP_SPINCOUNT=300000)")
     parser.add_argument("--gpu-tflops", type=float, default=10.0)
     parser.add_argument("--gpu-host-speedup", type=float, default=1.0)
+    parser.add_argument("--engines", nargs="+", default=["torch"],
+                        help="engines that run the neural parts (torch, onnxruntime, openvino)")
+    parser.add_argument("--engine", default="torch", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -169,7 +223,7 @@ def main() -> None:
 
     sys.path.insert(0, HERE)
     import xmodal
-    from _common import fmt_bytes, machine_line, markdown_table
+    from _common import machine_line, markdown_table
     from xmodal.data import MVTec3D, synthetic
     from xmodal.methods import create, method_names
 
@@ -188,38 +242,13 @@ def main() -> None:
             notes.append(f"{method}: not measured ({type(exc).__name__}: {exc})")
             continue
         model = det.save(os.path.join(root, f"model-{method}"))
-        quiet = {}
-        for policy, env in POLICIES.items():
-            for load in (0, busy):
-                burners = [_burn(args.busy_seconds) for _ in range(load)]
-                try:
-                    time.sleep(0.5 if load else 0)
-                    first_quiet = load == 0 and not any(row[0] == method for row in gpu_rows)
-                    r = _run_worker(str(model), root, args.images, env, flops=first_quiet)
-                finally:
-                    for p in burners:
-                        p.kill()
-                        p.wait()
-                if load == 0:
-                    quiet[policy] = r
-                ratio = "" if load == 0 else f"{r['pipelined'] / quiet[policy]['pipelined']:.2f}x"
-                rows.append([method, policy, "quiet" if load == 0 else f"{load} busy", f"{r['sequential']:.1f}",
-                             f"{r['pipelined']:.1f}", f"{r['latency_median_ms']:.1f} / {r['latency_p95_ms']:.1f}",
-                             ratio, fmt_bytes(r["peak"])])
-                print(" | ".join(rows[-1]), flush=True)
-                if not r["prepared_same_score"]:
-                    notes.append(f"{method}: the reduced (pre-resized) sample did NOT give the same score")
-                if r["flops"] is not None:
-                    host_ms = max(r["prepared_predict_ms"] - r["features_ms"], 0.0)
-                    cpu_rate = r["flops"] / (r["features_ms"] * 1e-3) / 1e9
-                    gpu_ms = r["flops"] / (args.gpu_tflops * 1e12) * 1e3 + host_ms / args.gpu_host_speedup
-                    gpu_rows.append([method, f"{r['flops'] / 1e9:.2f}", f"{r['features_ms']:.1f}", f"{cpu_rate:.0f}",
-                                     f"{host_ms:.1f}", f"{gpu_ms:.1f}", f"{1e3 / gpu_ms:.0f}"])
+        for engine in args.engines:
+            _measure_engine(args, method, engine, model, root, busy, rows, gpu_rows, notes)
     print()
     print(machine_line())
     print(f"{args.size}x{args.size} synthetic samples ('puck'), {args.images} scored per configuration after 2 "
           f"warm-ups, offline backbones; busy = {busy} CPU-bound processes on the same cores")
-    print(markdown_table(["method", "OpenMP wait", "load", "images/s sequential", "images/s pipelined",
+    print(markdown_table(["method", "engine", "OpenMP wait", "load", "images/s sequential", "images/s pipelined",
                           "latency median / p95 (ms, pipelined)", "loaded / quiet", "peak memory"], rows))
     print()
     print(f"GPU estimate (a MODEL, not a measurement): backbone FLOPs at {args.gpu_tflops} TFLOP/s sustained + the "

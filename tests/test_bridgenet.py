@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import xmodal  # noqa: E402
-from xmodal.data import MVTec3D, synthetic  # noqa: E402
+from xmodal.data import MVTec3D  # noqa: E402
 from xmodal.methods import BridgeNet  # noqa: E402
 
 # Small and fast settings for a CPU test run (the paper's: 576, 1536, 1536, 160 epochs, lr 5e-5).
@@ -15,11 +15,8 @@ FAST = {"backbones": "offline", "image_size": 96, "embed_dim": 256, "hidden": 25
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    synthetic.make_dataset(root, categories=["puck"], n_train=8, n_test=2, n_test_good=6, image_size=128, seed=3,
-                           n_validation=8)
-    return root
+def dataset(puck_dataset):
+    return puck_dataset
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +113,16 @@ def test_few_shot_one_image(dataset):
     det.fit(MVTec3D(dataset, "puck", "train"))
     assert len(det.info["shots"]) == 1 and det.info["train_images"] == 8
     assert len(det.info["loss_per_epoch"]) == 2
+    assert np.isfinite(det.predict(MVTec3D(dataset, "puck", "test")[0]).score)
+
+
+def test_paper_backbone_with_random_weights_reads_no_file(dataset, monkeypatch):
+    # the other methods' rule: random weights need no weight file (tests, benchmarks, exports)
+    monkeypatch.delenv("XMODAL_WEIGHTS", raising=False)
+    det = BridgeNet(backbones="paper", random_weights=True, image_size=32, embed_dim=16, hidden=16, epochs=1,
+                    calibration=0, progress=False)
+    det.fit([MVTec3D(dataset, "puck", "train")[i] for i in range(2)])
+    assert det.info["backbones"] == "paper" and det.extractor.describe()["backbone"] == "wide_resnet50_2"
     assert np.isfinite(det.predict(MVTec3D(dataset, "puck", "test")[0]).score)
 
 

@@ -9,11 +9,8 @@ from xmodal.methods import CFM  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    synthetic.make_dataset(root, categories=["puck"], n_train=8, n_test=2, n_test_good=6, image_size=128, seed=3,
-                           n_validation=8)
-    return root
+def dataset(puck_dataset):
+    return puck_dataset
 
 
 @pytest.fixture(scope="module")

@@ -15,26 +15,23 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import xmodal  # noqa: E402
+from tests import _export_data  # noqa: E402
 from xmodal import engines  # noqa: E402
-from xmodal.data import MVTec3D, synthetic  # noqa: E402
+from xmodal.data import MVTec3D  # noqa: E402
 from xmodal.engines import export as export_mod  # noqa: E402
 from xmodal.methods import CFM, PatchCore  # noqa: E402
 
-REL = 1e-4  # the bound on |score_engine - score_torch| / |score_torch|
+REL = _export_data.REL
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    synthetic.make_dataset(root, categories=["puck"], n_train=3, n_test=1, n_test_good=1, image_size=96, seed=3,
-                           n_validation=2)
-    return root
+    return _export_data.make_dataset(tmp_path_factory.mktemp("synthetic"))
 
 
 @pytest.fixture(scope="module")
 def tests(dataset):
-    samples = list(MVTec3D(dataset, "puck", "test"))
-    return [samples[0], samples[3], samples[-1]]  # a defect in 3D, one in RGB, a good part
+    return _export_data.picked_samples(dataset)
 
 
 def _fit(det, dataset):
@@ -56,14 +53,6 @@ def cfm_export(cfm, tmp_path_factory):
     return cfm.export(tmp_path_factory.mktemp("exports") / "cfm")
 
 
-def _assert_same(reference, results, rel=REL):
-    for ref, got in zip(reference, results, strict=True):
-        assert abs(got.score - ref.score) <= rel * abs(ref.score), (got.score, ref.score)
-        scale = float(np.abs(ref.map).max())
-        assert float(np.abs(got.map - ref.map).max()) <= rel * scale
-        assert got.is_anomalous == ref.is_anomalous
-
-
 def _torch_results(det, samples):
     det.engine, det.precision = "torch", "fp32"
     return [det.predict(s) for s in samples]
@@ -78,7 +67,7 @@ def test_exported_cfm_runs_with_onnxruntime_like_torch(cfm, cfm_export, tests):
                                              "graph.rgb_backbone.onnx", "manifest.json", "model.safetensors"]
     loaded = xmodal.load(cfm_export)
     assert loaded.engine == "onnxruntime"
-    _assert_same(reference, [loaded.predict(s) for s in tests])
+    _export_data.assert_same(reference, [loaded.predict(s) for s in tests])
     # the graphs stand in for the modules: no backbone was loaded from weight files
     assert type(loaded.extractor.rgb_backbone).__name__ == "Runner"
     assert loaded.extractor.xyz_backbone is loaded.extractor.rgb_backbone
@@ -111,15 +100,15 @@ def test_exported_patchcore_with_a_fixed_batch(patchcore, tests, tmp_path):
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["batch"] == 2 and manifest["graphs"]["rgb_backbone"]["inputs"]["images"][0] == 2
     loaded = xmodal.load(path)
-    _assert_same(reference, loaded.predict_batch(tests, batch_size=3))  # chunks of 2, the last one padded
-    _assert_same(reference, [loaded.predict(s) for s in tests])
+    _export_data.assert_same(reference, loaded.predict_batch(tests, batch_size=3))  # chunks of 2, the last one padded
+    _export_data.assert_same(reference, [loaded.predict(s) for s in tests])
 
 
 def test_engine_option_without_export(patchcore, tests):
     reference = _torch_results(patchcore, tests[:2])
     patchcore.engine = "onnxruntime"
     try:
-        _assert_same(reference, [patchcore.predict(s) for s in tests[:2]])
+        _export_data.assert_same(reference, [patchcore.predict(s) for s in tests[:2]])
     finally:
         patchcore.engine = "torch"
     twin = PatchCore(backbones="offline", engine="onnxruntime", precision="fp32")
@@ -137,7 +126,7 @@ def test_paper_backbones_random_weights_cfm(dataset, tests, tmp_path):
     assert manifest["graphs"]["xyz_backbone"]["inputs"] == {"neighborhoods": ["batch", "groups", "group_size", 3],
                                                              "centers": ["batch", "groups", 3]}
     assert manifest["tensorrt"]["profiles"]["xyz_backbone"]["max"] == "neighborhoods:8x64x16x3,centers:8x64x3"
-    _assert_same(reference, [xmodal.load(path).predict(s) for s in tests[:2]])
+    _export_data.assert_same(reference, [xmodal.load(path).predict(s) for s in tests[:2]])
 
 
 def test_paper_backbones_random_weights_patchcore(dataset, tests, tmp_path):
@@ -147,7 +136,7 @@ def test_paper_backbones_random_weights_patchcore(dataset, tests, tmp_path):
     path = det.export(tmp_path / "pc-paper")
     assert json.loads((path / "manifest.json").read_text())["graphs"]["rgb_backbone"]["outputs"] == {
         "layer2": ["batch", 512, 28, 28], "layer3": ["batch", 1024, 14, 14]}
-    _assert_same(reference, [xmodal.load(path).predict(s) for s in tests[:2]])
+    _export_data.assert_same(reference, [xmodal.load(path).predict(s) for s in tests[:2]])
 
 
 # --- save rules, corrupt exports, bad input ----------------------------------------------------
@@ -197,7 +186,7 @@ def test_bad_options(cfm, cfm_export, tmp_path):
     with pytest.raises(ValueError, match="engine must be one of"):
         xmodal.load(cfm_export, engine="onnx")
     with pytest.raises(ValueError, match=r"bf16.*onnxruntime"):
-        xmodal.load(cfm_export, precision="bf16").predict(_sample())
+        xmodal.load(cfm_export, precision="bf16").predict(_export_data.small_sample())
     with pytest.raises(ValueError, match="was exported with batch 'dynamic'"):
         xmodal.load(cfm_export).export(tmp_path / "y", batch=4)
     with pytest.raises(RuntimeError, match=r"unfitted|not fitted"):
@@ -205,13 +194,6 @@ def test_bad_options(cfm, cfm_export, tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
 
 
-def _sample():
-    from xmodal.data import Sample
-
-    rng = np.random.default_rng(0)
-    xyz = np.zeros((96, 96, 3), np.float32)
-    xyz[20:70, 20:70] = rng.random((50, 50, 3), dtype=np.float32) * 0.1 + [0, 0, 1]
-    return Sample(rgb=rng.integers(0, 255, (96, 96, 3), dtype=np.uint8), xyz=xyz)
 
 
 def test_reexport_of_an_export_copies_its_graphs(cfm_export, tests, tmp_path):
@@ -258,7 +240,7 @@ def test_openvino_engine(cfm, tests):
     reference = _torch_results(cfm, tests[:2])
     cfm.engine = "openvino"
     try:
-        _assert_same(reference, [cfm.predict(s) for s in tests[:2]])
+        _export_data.assert_same(reference, [cfm.predict(s) for s in tests[:2]])
     finally:
         cfm.engine = "torch"
 

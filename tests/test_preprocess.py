@@ -171,6 +171,18 @@ def test_morphology_helpers():
     assert filled[2, 2] == 1 and filled[0, 0] == 1
 
 
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_square_dilation_and_erosion_equal_scipy(rng, radius):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    square = np.ones((2 * radius + 1,) * 2, bool)
+    for density in (0.05, 0.5, 0.95):
+        m = rng.random((37, 53)) < density
+        np.testing.assert_array_equal(pp._shift_reduce(m, radius, np.logical_or, False),
+                                      ndimage.binary_dilation(m, square, border_value=0))
+        np.testing.assert_array_equal(pp._shift_reduce(m, radius, np.logical_and, True),
+                                      ndimage.binary_erosion(m, square, border_value=1))
+
+
 def test_in_memory_samples_work_without_paths():
     sample, _ = synthetic.make_sample("block", "good", image_size=100, seed=3)
     assert isinstance(pp.remove_background(sample), Sample)

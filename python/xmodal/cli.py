@@ -1,10 +1,11 @@
 """The ``xmodal`` command: fit | test | predict | demo | convert-eyecandies | bench | benchmark | info.
 
 Errors the user can fix (missing dataset, unknown category, missing weights, corrupt model, an
-output path xmodal must not write) are printed as one line and exit with status 1; argument
-errors exit with status 2; an interrupted run (Ctrl-C, SIGTERM) exits with 130 / 143 and leaves
-no half-written model or temporary folder. Every output path is checked before any work, and
-nothing is ever written inside a dataset.
+output path xmodal must not write, an option value the method rejects) are printed as one line
+and exit with status 1; command-line syntax errors (unknown command or flag, a value of the wrong
+form or outside a flag's choices) exit with status 2; an interrupted run (Ctrl-C, SIGTERM) exits
+with 130 / 143 and leaves no half-written model or temporary folder. Every output path is checked
+before any work, and nothing is ever written inside a dataset.
 """
 
 from __future__ import annotations

@@ -376,9 +376,13 @@ def _shift_reduce(mask: np.ndarray, radius: int, reduce, fill: bool) -> np.ndarr
     for axis in (0, 1):
         padded = np.pad(out, [(radius, radius) if a == axis else (0, 0) for a in (0, 1)], constant_values=fill)
         n = out.shape[axis]
-        acc = np.take(padded, range(0, n), axis=axis)
+
+        def shifted(k, padded=padded, n=n, axis=axis):  # a view, not np.take's gathered copy
+            return padded[k:k + n] if axis == 0 else padded[:, k:k + n]
+
+        acc = shifted(0)
         for k in range(1, 2 * radius + 1):
-            acc = reduce(acc, np.take(padded, range(k, k + n), axis=axis))
+            acc = reduce(acc, shifted(k))
         out = acc
     return out
 

@@ -1,8 +1,9 @@
 """Inference engines and reduced precision for the neural parts of the methods, and ONNX export.
 
 The neural parts of a detector are its backbones (the extractor's ``rgb_backbone``,
-``xyz_backbone`` or ``network``) and its heads (CFM's two mapping networks; a method lists its
-own in ``Detector._heads``). Everything else (preprocessing, point grouping, patch pooling,
+``xyz_backbone``, ``network`` or ``backbone``) and its heads (CFM's two mapping networks, G2SF's
+LSPN, BridgeNet's adaptor + discriminator, the flows; a method lists its own in
+``Detector._heads``). Everything else (preprocessing, point grouping, patch pooling,
 memory-bank search, map smoothing, calibration) runs in xmodal's kernels whatever the engine.
 
 - ``engine="torch"`` (default): the torch modules as they are.

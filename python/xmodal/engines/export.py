@@ -5,8 +5,11 @@ An exported directory is a model directory (``config.json`` + ``model.safetensor
 rules and ``xmodal.load`` apply) with, in addition:
 
 - ``graph.<part>.onnx``: one ONNX graph per neural part (``rgb_backbone``, ``xyz_backbone``,
-  ``network``, CFM's ``mlp_2d3d`` / ``mlp_3d2d``); a part that shares its module with another
-  (the offline extractor reads depth with its RGB network) names that graph;
+  ``network``, ``backbone`` -- ``backbone_<side>`` per side for an extractor reading several
+  image sizes -- and the heads a method declares: CFM's ``mlp_2d3d`` / ``mlp_3d2d``, G2SF's
+  ``lspn``, BridgeNet's ``heads``, the flows' ``flow`` or ``decoder_<level>``); a part that
+  shares its module with another (the offline extractor reads depth with its RGB network)
+  names that graph;
 - ``manifest.json``: the graphs (file, SHA-256, kind, input and output shapes with their dynamic
   axes), the pipeline with the xmodal ops that run between the graphs, the arrays of
   ``model.safetensors`` (banks, statistics, calibration, and the heads' weights so that the
@@ -44,7 +47,14 @@ def attach(detector, extractor):
         if alias != attr:
             setattr(extractor, attr, getattr(extractor, alias))
             continue
-        setattr(extractor, attr, _runner(detector, attr, getattr(extractor, attr), extractor))
+        module = getattr(extractor, attr)
+        sized = graphs.part_graphs(extractor, attr)
+        if detector.engine == "torch" or len(sized) == 1:
+            name, size = next(iter(sized.items()))
+            setattr(extractor, attr, _runner(detector, name, module, extractor, size))
+            continue
+        runners = {size: _runner(detector, name, module, extractor, size) for name, size in sized.items()}
+        setattr(extractor, attr, runtime.SizedRunner(runners, module))
     return extractor
 
 
@@ -52,10 +62,23 @@ def heads(detector) -> dict | None:
     """Runners for the detector's heads (None for torch in fp32: the method's own path)."""
     if detector.engine == "torch" and detector.precision == "fp32":
         return None
-    return {name: _runner(detector, name, module, None) for name, module in detector._heads().items()}
+    declared = checked_heads(detector, f"run on engine={detector.engine!r} / precision={detector.precision!r}")
+    return {name: _runner(detector, name, module, None) for name, module in declared.items()}
 
 
-def _runner(detector, name: str, module, extractor):
+def checked_heads(detector, action: str) -> dict:
+    """``detector._heads()``, ValueError naming the method and the head when one is missing."""
+    out = detector._heads()
+    for name, head in out.items():
+        try:
+            graphs.check_head(head, name)
+        except ValueError as exc:
+            msg = f"cannot {action} this {detector.method} model: {exc}"
+            raise ValueError(msg) from None
+    return out
+
+
+def _runner(detector, name: str, module, extractor, size=None):
     device = detector.config.get("device", "cpu")
     if detector.engine == "torch":
         return runtime.Bf16Module(module, "cuda" if str(device).startswith("cuda") else "cpu")
@@ -64,7 +87,7 @@ def _runner(detector, name: str, module, extractor):
         graph = exported.graph(name)
         model = graph.path
     else:
-        graph = graphs.export(module, name, _example(detector, module, extractor))
+        graph = graphs.export(module, name, _example(module, extractor, size))
         model = graph.data
     engine, precision = detector.engine, detector.precision
     if engine == "onnxruntime":
@@ -80,9 +103,10 @@ def _runner(detector, name: str, module, extractor):
     return runtime.Runner(graph, session, module, device)
 
 
-def _example(detector, module, extractor) -> tuple:
+def _example(module, extractor, size=None) -> tuple:
     kind = graphs.kind_of(module)
-    size = graphs.image_size(extractor) if extractor is not None else graphs.DEFAULT_IMAGE_SIZE
+    if size is None:
+        size = graphs.image_size(extractor) if extractor is not None else graphs.DEFAULT_IMAGE_SIZE
     return graphs.example_inputs(module, kind, size=size)
 
 
@@ -128,18 +152,20 @@ def _graphs(detector, batch) -> dict:
     extractor = detector.extractor if detector.engine == "torch" and detector.precision == "fp32" else None
     if extractor is None:
         extractor = detector._build_extractor()  # the torch modules, not the runners
+    heads = checked_heads(detector, "export")  # before the (slow) backbones
     out: dict = {}
     for attr, alias in graphs.extractor_parts(extractor).items():
-        if alias != attr:
-            out[attr] = alias
-            continue
         module = getattr(extractor, attr)
-        example = _example(detector, module, extractor)
-        if batch is not None and graphs.kind_of(module) != "head":
-            example = tuple(t.expand(batch, *t.shape[1:]).contiguous() for t in example)
-        out[attr] = graphs.export(module, attr, example, batch=batch)
-    for name, module in detector._heads().items():
-        out[name] = graphs.export(module, name, _example(detector, module, None))
+        for name, size in graphs.part_graphs(extractor, attr).items():
+            if alias != attr:
+                out[name] = alias + name[len(attr) :]
+                continue
+            example = _example(module, extractor, size)
+            if batch is not None:
+                example = tuple(t.expand(batch, *t.shape[1:]).contiguous() for t in example)
+            out[name] = graphs.export(module, name, example, batch=batch)
+    for name, module in heads.items():
+        out[name] = graphs.export(module, name, _example(module, None))
     return out
 
 
@@ -181,13 +207,15 @@ def _manifest(detector, exported: dict, aliases: dict, batch) -> dict:
 def tensorrt_profiles(described: dict, dims: dict, max_batch: int = MAX_BATCH) -> dict:
     """{graph: {"min" | "opt" | "max": "input:1x3x224x224,..."}}: TensorRT optimisation profiles
     for the graphs' dynamic axes (batch 1 / 1 / ``max_batch``, Point-MAE's group count and size
-    as configured, heads 1 / half / all of the map's pixels as foreground rows)."""
+    as configured, heads 1 / half / all of the map's pixels as foreground rows, or of the
+    head's declared ``max_rows``)."""
     profiles = {}
     for name, info in described.items():
         levels = {"min": [], "opt": [], "max": []}
+        own = {**dims, "rows": int(info.get("max_rows") or dims["rows"])}
         for input_name, shape in info["inputs"].items():
             for level in levels:
-                sizes = [d if isinstance(d, int) else _axis(d, level, dims, max_batch) for d in shape]
+                sizes = [d if isinstance(d, int) else _axis(d, level, own, max_batch) for d in shape]
                 levels[level].append(f"{input_name}:{'x'.join(str(s) for s in sizes)}")
         profiles[name] = {level: ",".join(parts) for level, parts in levels.items()}
     return profiles
@@ -256,7 +284,17 @@ class Exported:
             msg = f"the export {self.path} has no graph for {name!r} (graphs: {sorted(self.manifest['graphs'])})"
             raise ValueError(msg)
         return graphs.Graph(name, entry["kind"], entry["inputs"], entry["outputs"],
-                            path=str(self.path / entry["file"]))
+                            path=str(self.path / entry["file"]), max_rows=entry.get("max_rows"))
+
+    def require(self, names) -> None:
+        """ValueError when the export has no graph for one of ``names`` (the method's heads):
+        its head would otherwise have to run in torch, which an export does not promise."""
+        known = set(self.manifest["graphs"]) | set(self.manifest.get("aliases", {}))
+        missing = sorted(set(names) - known)
+        if missing:
+            msg = (f"the export {self.path} has no graph for the head(s) {missing} of its method (graphs: "
+                   f"{sorted(self.manifest['graphs'])}); export the saved model again with this xmodal")
+            raise ValueError(msg)
 
     def copy(self, batch) -> dict:
         """The graphs (with their bytes) for re-exporting this directory with the same batch."""

@@ -1,8 +1,9 @@
 """Runners: stand-ins for a detector's torch modules that run them on another engine or precision.
 
 A runner is called like the module it replaces (torch tensors in, the module's output structure
-out: a dict of stage maps, or one tensor) and carries the attributes the extractors read from
-it (``mean``, ``std``, ``out_channels``, ...), so the rest of the pipeline does not change.
+out: a dict of stage maps, one tensor, or the tuple of a declared head's outputs) and carries
+the attributes the extractors read from it (``mean``, ``std``, ``out_channels``, ...), so the
+rest of the pipeline does not change.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class Runner:
         tensors = [torch.from_numpy(np.ascontiguousarray(o, dtype=np.float32)).to(self.device) for o in outputs]
         if self.graph.kind == "cnn":
             return dict(zip(self.graph.outputs, tensors, strict=True))
+        if self.graph.kind == "module":
+            return tuple(tensors)  # a declared head's outputs in its order, as Head.__call__
         return tensors[0]
 
     def _fixed_batch(self, arrays: list[np.ndarray], size: int) -> list[np.ndarray]:
@@ -63,6 +66,25 @@ class Runner:
             graphs.check_inputs(self.graph.inputs, chunk)
             parts.append([o[:real] for o in self.session(chunk)])
         return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+
+class SizedRunner:
+    """Stands in for a 2D backbone that the extractor calls at several image sides (CS-Flow,
+    DifferNet): one runner per side, picked by the side of the images."""
+
+    def __init__(self, runners: dict[int, Runner], like):
+        self.runners = runners
+        for attr in graphs.PASSED_ATTRIBUTES:
+            if hasattr(like, attr):
+                setattr(self, attr, getattr(like, attr))
+
+    def __call__(self, images):
+        side = int(images.shape[-1])
+        runner = self.runners.get(side)
+        if runner is None:
+            msg = f"images have side {side}; the exported graphs take sides {sorted(self.runners, reverse=True)}"
+            raise ValueError(msg)
+        return runner(images)
 
 
 class Bf16Module:
@@ -82,6 +104,8 @@ class Bf16Module:
             out = self.module(*args)
         if isinstance(out, dict):
             return {k: v.float() for k, v in out.items()}
+        if isinstance(out, (tuple, list)):
+            return tuple(v.float() for v in out)
         return out.float()
 
 

@@ -283,8 +283,10 @@ class Detector:
         self._extractor, self._runners = None, None
 
     def _heads(self) -> dict:
-        """The method's own neural modules besides the backbones, {name: torch module} (e.g.
-        CFM's mapping networks): exported as graphs and run by the engine."""
+        """The method's own neural modules besides the backbones, {name: torch module or
+        :class:`xmodal.engines.graphs.Head`} (e.g. CFM's mapping networks, a flow with its
+        declared inputs and outputs): exported as graphs and run by the engine. A method that
+        declares heads calls :meth:`_head_runners` on its scoring path."""
         return {}
 
     def _head_runners(self) -> dict | None:
@@ -561,6 +563,8 @@ class Detector:
         from ..engines.export import Exported
 
         detector._exported = Exported.read(path)
+        if detector._exported is not None:
+            detector._exported.require(detector._heads())
         detector.engine = engine or ("onnxruntime" if detector._exported is not None else "torch")
         detector.precision = precision or "fp32"
         return detector

@@ -53,6 +53,14 @@ def positional_encoding(channels: int, height: int, width: int):
     return pe.float()
 
 
+def _log_prob(decoder, x, cond):
+    """log p(x | c) / C of every fibre under one stage's decoder."""
+    from ._flows.coupling import log_likelihood
+
+    z, logdet = decoder(x, cond)
+    return log_likelihood(z, logdet) / x.shape[1]
+
+
 def _make_decoders(channels, condition: int, steps: int, clamp: float, permutation: str, seed: int):
     from torch import nn
 
@@ -85,6 +93,13 @@ class CFlow(FlowDetector):
     """
 
     method = "cflow"
+    # what an exported CFlow runs (Detector.export's manifest): graphs in braces, xmodal ops between
+    pipeline = ("rgb: PIL bicubic resize to input_size, backbone normalisation",
+                "{backbone}: stage maps",
+                "per stage: feature vectors and their 2D sine/cosine positional encoding (condition_channels) -> "
+                "{decoder_<level>} (decoder_0, decoder_1, ...): log-likelihood per dimension",
+                "exp(log p - max_logp (model.safetensors)), bilinear upsample (align_corners), sum over stages, "
+                "L - sum; score = max of the map; calibration")
     PAPER: ClassVar[dict] = {"rgb": "wide_resnet50_2", "stages": ["layer1", "layer2", "layer3"]}
     OFFLINE: ClassVar[dict] = {"rgb": "efficientnet_lite0", "stages": [2, 3, 4]}
 
@@ -127,10 +142,20 @@ class CFlow(FlowDetector):
 
     def _log_prob(self, level: int, x, cond):
         """log p(x | c) / C of every fibre: the paper's per-dimension log-likelihood."""
-        from ._flows.coupling import log_likelihood
+        return _log_prob(self.flow[level], x, cond)
 
-        z, logdet = self.flow[level](x, cond)
-        return log_likelihood(z, logdet) / x.shape[1]
+    def _heads(self) -> dict:
+        """One graph per stage's decoder: (rows, condition) -> log-likelihood per dimension."""
+        from ..engines.graphs import Head
+
+        if self.flow is None:
+            return {"decoder_0": None}
+        c, f = self.config, self.info["features"]
+        rows = c["batch_size"] * math.ceil(c["input_size"] / min(f["strides"])) ** 2  # a batch's finest stage
+        return {f"decoder_{level}": Head(decoder, {"rows": ["rows", int(ch)],
+                                                   "condition": ["rows", c["condition_channels"]]},
+                                         ("log_prob",), call=_log_prob, max_rows=rows)
+                for level, (decoder, ch) in enumerate(zip(self.flow, f["channels"], strict=True))}
 
     def _train_batch(self, feats, optimizer, generator) -> float:
         import torch
@@ -153,11 +178,13 @@ class CFlow(FlowDetector):
 
     def _level_maps(self, feats):
         """Per layer: (B, h, w) log-likelihood per dimension."""
+        runners = self._head_runners()
         out = []
         for level, feat in enumerate(feats):
             b, _, h, w = feat.shape
             x, cond = self._fibres(feat, level)
-            out.append(self._log_prob(level, x, cond).reshape(b, h, w))
+            lp = self._log_prob(level, x, cond) if runners is None else runners[f"decoder_{level}"](x, cond)[0]
+            out.append(lp.reshape(b, h, w))
         return out
 
     def _after_training(self, samples) -> None:

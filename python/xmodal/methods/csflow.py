@@ -85,6 +85,11 @@ def _make_csflow(channels: int, blocks: int, hidden: int, clamp: float, scales: 
                                   clamp=clamp, seed=seed * 1009 + i) for i, k in enumerate(kernels)])
 
 
+def _latents(flow, *maps):
+    """The flow's latent maps, one per scale (the log-determinant is for training)."""
+    return tuple(flow(list(maps))[0])
+
+
 @register
 class CSFlow(FlowDetector):
     """CS-Flow detector on RGB images.
@@ -100,6 +105,12 @@ class CSFlow(FlowDetector):
     """
 
     method = "csflow"
+    # what an exported CS-Flow runs (Detector.export's manifest): graphs in braces, xmodal ops between
+    pipeline = ("rgb: PIL bicubic resize to each of input_sizes, backbone normalisation",
+                "{backbone} at each size (one graph per size, backbone_<side>): stage-6 maps",
+                "{flow}: cross-scale coupling flow -> latent maps z<scale>",
+                "score = mean of z^2 over every scale; map = channel mean of z^2 of the finest scale, bilinear "
+                "upsample; calibration")
     OFFLINE: ClassVar[dict] = {"rgb": "efficientnet_lite0", "stages": [6]}
     PAPER_NOTE = "CS-Flow's EfficientNet-B5 is not a backbone of xmodal"
     ADAM: ClassVar[dict] = {"betas": (0.9, 0.999), "eps": 1e-4}
@@ -131,6 +142,20 @@ class CSFlow(FlowDetector):
         return _make_csflow(self.info["features"]["channels"][0], c["coupling_blocks"], c["hidden_channels"],
                             c["clamp"], len(c["input_sizes"]), c["seed"])
 
+    def _heads(self) -> dict:
+        """The flow as a graph: one map per input size scale<s> -> latent maps z<s>."""
+        import math
+
+        from ..engines.graphs import Head
+
+        if self.flow is None:
+            return {"flow": None}
+        f = self.info["features"]
+        channels, stride = int(f["channels"][0]), int(f["strides"][0])
+        inputs = {f"scale{s}": ["batch", channels, math.ceil(size / stride), math.ceil(size / stride)]
+                  for s, size in enumerate(self.config["input_sizes"])}
+        return {"flow": Head(self.flow, inputs, tuple(f"z{s}" for s in range(len(inputs))), call=_latents)}
+
     def _loss(self, feats):
         z, logdet = self.flow(list(feats))
         dims = sum(t[0].numel() for t in z)
@@ -139,7 +164,9 @@ class CSFlow(FlowDetector):
     def _result(self, feats, i: int) -> AnomalyResult:
         from .postprocess import upsample_bilinear
 
-        z, _ = self.flow([f[i : i + 1] for f in feats])
+        one = [f[i : i + 1] for f in feats]
+        runners = self._head_runners()
+        z = self.flow(one)[0] if runners is None else runners["flow"](*one)
         score = float(sum(t.pow(2).sum() for t in z) / sum(t.numel() for t in z))
         full = upsample_bilinear(z[0].pow(2).mean(dim=1, keepdim=True), self.map_size)[0, 0]
         return AnomalyResult(score=score, map=full.cpu().numpy().astype(np.float32))

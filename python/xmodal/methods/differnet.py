@@ -40,6 +40,11 @@ def rotate(images, angles):
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _latent(flow, descriptors):
+    """The flow's latent vectors (the log-determinant is for training)."""
+    return flow([descriptors])[0][0]
+
+
 @register
 class DifferNet(FlowDetector):
     """DifferNet detector on RGB images.
@@ -57,6 +62,13 @@ class DifferNet(FlowDetector):
     """
 
     method = "differnet"
+    # what an exported DifferNet runs (Detector.export's manifest): graphs in braces, xmodal ops between
+    pipeline = ("rgb: PIL bicubic resize to the largest input size, backbone normalisation; test_transforms seeded "
+                "rotations; bilinear resize to each input size",
+                "{backbone} at each size (one graph per size, backbone_<side>): feature maps, global average, "
+                "concatenated into descriptors",
+                "{flow}: coupling flow on the descriptors -> z",
+                "score = mean of z^2 over the rotations; map = the score everywhere; calibration")
     PAPER: ClassVar[dict] = {"rgb": "alexnet", "stages": ["features"]}
     OFFLINE: ClassVar[dict] = {"rgb": "efficientnet_lite0", "stages": [7]}
     ADAM: ClassVar[dict] = {"betas": (0.8, 0.8), "eps": 1e-4}
@@ -141,6 +153,16 @@ class DifferNet(FlowDetector):
         out = [self._descriptor(rotate(img[None].expand(t, -1, -1, -1), angles)) for img in images]
         return [torch.stack(out)]
 
+    def _heads(self) -> dict:
+        """The flow as a graph: descriptors (rows = rotated copies) -> z."""
+        from ..engines.graphs import Head
+
+        if self.flow is None:
+            return {"flow": None}
+        c = self.config
+        rows = c["test_transforms"] if c["rotations"] else 1
+        return {"flow": Head(self.flow, {"descriptors": ["rows", self.dims]}, ("z",), call=_latent, max_rows=rows)}
+
     def _loss(self, feats):
         (z,), logdet = self.flow([feats[0]])
         return (0.5 * z.pow(2).sum(1) - logdet).mean() / z.shape[1]
@@ -158,6 +180,7 @@ class DifferNet(FlowDetector):
         return store
 
     def _result(self, feats, i: int) -> AnomalyResult:
-        (z,), _ = self.flow([feats[0][i]])
+        runners = self._head_runners()
+        (z,) = self.flow([feats[0][i]])[0] if runners is None else runners["flow"](feats[0][i])
         score = float(z.pow(2).mean())
         return AnomalyResult(score=score, map=np.full((self.map_size, self.map_size), score, dtype=np.float32))

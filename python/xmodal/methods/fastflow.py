@@ -58,6 +58,11 @@ def _make_net(channels, sizes, steps: int, hidden_ratio: float, clamp: float, co
     return FastFlowNet()
 
 
+def _latents(flow, *feats):
+    """The flow's latent maps (what the anomaly map reads; the log-determinants are for training)."""
+    return tuple(z for z, _ in flow(list(feats)))
+
+
 @register
 class FastFlow(FlowDetector):
     """FastFlow detector on RGB images.
@@ -79,6 +84,12 @@ class FastFlow(FlowDetector):
     """
 
     method = "fastflow"
+    # what an exported FastFlow runs (Detector.export's manifest): graphs in braces, xmodal ops between
+    pipeline = ("rgb: PIL bicubic resize to input_size, backbone normalisation",
+                "{backbone}: stage maps",
+                "{flow}: LayerNorm + coupling flow of every stage -> latent maps z",
+                "per stage 0.5 x channel mean of z^2 (or -exp of it, map_mode), bilinear upsample to input_size, "
+                "mean over stages; score = max of the map; calibration")
     PAPER: ClassVar[dict] = {"rgb": "wide_resnet50_2", "stages": ["layer1", "layer2", "layer3"]}
     OFFLINE: ClassVar[dict] = {"rgb": "efficientnet_lite0", "stages": [2, 3, 4]}
 
@@ -106,6 +117,17 @@ class FastFlow(FlowDetector):
         return _make_net(f["channels"], sizes, c["flow_steps"], c["hidden_ratio"], c["clamp"], c["conv3x3_only"],
                          c["seed"])
 
+    def _heads(self) -> dict:
+        """The flow as a graph: stage maps level<i> -> latent maps z<i>."""
+        from ..engines.graphs import Head
+
+        if self.flow is None:
+            return {"flow": None}
+        f = self.info["features"]
+        sizes = [math.ceil(self.config["input_size"] / s) for s in f["strides"]]
+        inputs = {f"level{i}": ["batch", c, s, s] for i, (c, s) in enumerate(zip(f["channels"], sizes, strict=True))}
+        return {"flow": Head(self.flow, inputs, tuple(f"z{i}" for i in range(len(inputs))), call=_latents)}
+
     def _loss(self, feats):
         return sum((0.5 * z.pow(2).flatten(1).sum(1) - logdet).mean() for z, logdet in self.flow(feats))
 
@@ -114,8 +136,11 @@ class FastFlow(FlowDetector):
 
         from .postprocess import upsample_bilinear
 
+        one = [f[i : i + 1] for f in feats]
+        runners = self._head_runners()
+        latents = [z for z, _ in self.flow(one)] if runners is None else runners["flow"](*one)
         maps = []
-        for z, _ in self.flow([f[i : i + 1] for f in feats]):
+        for z in latents:
             nll = 0.5 * z.pow(2).mean(dim=1, keepdim=True)
             maps.append(upsample_bilinear(nll if self.config["map_mode"] == "nll" else -torch.exp(-nll), self.map_size))
         full = torch.stack(maps).mean(0)[0, 0]

@@ -190,6 +190,14 @@ class PaDiM(Detector):
     """
 
     method = "padim"
+    # what an exported PaDiM runs (Detector.export's manifest): graphs in braces, xmodal ops between
+    pipeline = ("rgb: PIL bicubic resize to image_size, backbone normalisation; depth (modality='depth'): "
+                "nearest resize of the cloud, depth image repeated to 3 channels",
+                "{network}: CNN stage maps",
+                "channel subset (channels, model.safetensors) of each map, nearest upsampling to the first map's "
+                "grid, concatenation",
+                "xmodal.ops.mahalanobis against mean / factors (model.safetensors); bilinear upsample to 224, "
+                "Gaussian blur (sigma); score = max of the map; calibration")
 
     def __init__(self, modality: str = "rgb", backbones: str = "auto", n_features=None, covariance: str = "full",
                  regularization: float = 0.01, sigma: float = 4.0, image_size: int = INPUT_SIZE, weights_dir=None,

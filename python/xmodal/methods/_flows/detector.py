@@ -23,20 +23,19 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..._arrays import integer
+from ..._arrays import integer, number
 from ..base import Detector
 
 ADAM_DEFAULTS = {"betas": (0.9, 0.999), "eps": 1e-8}
 
 
 def check_positive(name: str, value, *, integer_only: bool = False):
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    ok = ok and np.isfinite(value) and value > 0 and (not integer_only or float(value).is_integer())
-    if not ok:
-        kind = "an int" if integer_only else "a number"
-        msg = f"{name} must be {kind} > 0; got {value!r}"
-        raise ValueError(msg)
-    return int(value) if integer_only else float(value)
+    """A positive option: :func:`xmodal._arrays.integer` (``integer_only``) or
+    :func:`xmodal._arrays.number` with the lower bound 0 excluded (TypeError for the wrong kind,
+    ValueError out of range, as every other option check)."""
+    if integer_only:
+        return integer(value, name, minimum=1, expected="an int > 0")
+    return number(value, name, minimum=0, low_open=True, expected="a finite number > 0")
 
 
 def check_sizes(name: str, sizes, count: int | None = None) -> list[int]:
@@ -65,10 +64,7 @@ class FlowDetector(Detector):
         del common["pointmae"]
         common["max_memory"] = check_positive("max_memory", max_memory, integer_only=True)
         common.update(epochs=check_positive("epochs", epochs, integer_only=True), lr=check_positive("lr", lr),
-                      weight_decay=float(weight_decay))
-        if not np.isfinite(weight_decay) or weight_decay < 0:
-            msg = f"weight_decay must be a number >= 0; got {weight_decay!r}"
-            raise ValueError(msg)
+                      weight_decay=number(weight_decay, "weight_decay", minimum=0, expected="a finite number >= 0"))
         return common
 
     # --- backbones --------------------------------------------------------------------------

@@ -128,6 +128,14 @@ class BridgeNet(Detector):
     """
 
     method = "bridgenet"
+    # what an exported BridgeNet runs (Detector.export's manifest): graphs in braces, xmodal ops between
+    pipeline = ("rgb: bilinear resize + centre crop to image_size; depth image of the cloud (quantize_depth, "
+                "depth_background) in the same geometry; backbone normalisation",
+                "{backbone} on the RGB and the depth images (one batch): stage maps",
+                "SimpleNet patch embedding per modality (a fixed 3x3 pooling map, torch ops), concatenated per patch",
+                "{heads}: adaptor + discriminator on the joint patch features -> patch scores",
+                "bilinear upsample to image_size, Gaussian blur (sigma 4, reflect); score = max patch score; "
+                "calibration")
 
     def __init__(self, backbones: str = "auto", weights_dir=None, device: str = "cpu", image_size: int = 576,
                  modality: str = "both", shots: int | None = None, repeats: int = 200, epochs: int = 160,
@@ -195,9 +203,24 @@ class BridgeNet(Detector):
         with torch.no_grad():
             return self.extractor.joint(images), self.extractor.grid
 
+    def _heads(self) -> dict:
+        """The adaptor + discriminator as a graph: joint patch features -> scores."""
+        from ...engines.graphs import Head
+
+        if self.heads is None:
+            return {"heads": None}
+        c = self.config
+        rows = c["batch_size"] * (c["image_size"] // 8) ** 2  # a batch's patches (stride 8 grid)
+        return {"heads": Head(self.heads, {"rows": ["rows", self._dims()[0]]}, ("scores",), max_rows=rows)}
+
     def _scores(self, joint):
-        """Per-patch discriminator scores of joint features through the folded heads."""
+        """Per-patch discriminator scores of joint features through the folded heads (or the
+        exported ``heads`` graph on another engine or precision)."""
         from ...ops import mlp
+
+        runners = self._head_runners()
+        if runners is not None:
+            return runners["heads"](joint)[0]
 
         if self._folded is None:
             from ._heads import fold_heads
@@ -261,8 +284,8 @@ class BridgeNet(Detector):
         from ._training import train
 
         c = self.config
-        name = PAPER_BACKBONE[0]
-        choice, reason = resolve(c["backbones"], (name,), c["weights_dir"])
+        needed = () if c["random_weights"] and c["backbones"] == "paper" else (PAPER_BACKBONE[0],)
+        choice, reason = resolve(c["backbones"], needed, c["weights_dir"])  # random weights read no file
         self._record_backbones(choice, reason)
         self._folded = None
         started = time.perf_counter()
@@ -349,6 +372,7 @@ class _Extractor:
         self.backbone = self.backbone.to(self.device).eval()
         self.name = name
         self.embedding = PatchEmbedding(self.backbone.out_channels, c["embed_dim"], c["embed_dim"])
+        self.image_size = c["image_size"]  # the side the backbone graph is exported for
         self.grid = c["image_size"] // self.backbone.strides[0]
         self.pool = self.backbone.strides[0]
 

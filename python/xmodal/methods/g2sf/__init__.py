@@ -33,7 +33,8 @@ Paper (default) vs reference code (option) and other differences, on purpose:
   the neighbour searches are exact (one top-k search per modality serves the unimodal scores
   and the fuser; each unique RGB row is searched once).
 - Inference runs the fused native kernel :func:`xmodal.ops.anisotropic_min` by default
-  (``fuser="native"``); ``fuser="torch"`` runs the unfused LSPN.
+  (``fuser="native"``); ``fuser="torch"`` runs the unfused LSPN. On another engine or in bf16
+  the LSPN runs as the exported graph ``lspn`` (whatever ``fuser``), the metric in float32.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from .._backbones import resolve
 from ..base import AnomalyResult, Detector, register
 from .losses import LOSS_WEIGHTS
 from .lspn import DIRECTIONS, LSPN
+from .scoring import CHUNK_ROWS
 
 FUSERS = ("native", "torch")
 PAPER = ("dino_vitb8", "pointmae")
@@ -123,6 +125,16 @@ class G2SF(Detector):
     """
 
     method = "g2sf"
+    # what an exported G2SF runs (Detector.export's manifest): graphs in braces, xmodal ops between
+    pipeline = ("rgb: PIL bicubic resize to 224, backbone normalisation; {rgb_backbone}: offline, EfficientNet-Lite0 "
+                "stage maps then patch features; paper, DINO ViT-B/8 tokens; resized to the 28 x 28 grid",
+                "xyz: offline, depth image through {xyz_backbone}; paper, xmodal.ops.group_points, {xyz_backbone} "
+                "(Point-MAE), xmodal.ops.three_nn_interpolate, xmodal.ops.points_to_grid; 56 x 56 grid",
+                "xmodal.ops.knn of each patch against bank.img (standardised by img_stats) and bank.pcd "
+                "(model.safetensors): k nearest prototypes per modality",
+                "{lspn} on the [patch, prototype] pairs of the foreground patches: local scales w (background w = 1)",
+                "l_j = sum_m w_m sigma_m d_m / mu_m (sigma from lspn.g, mu: model.safetensors), min over the k "
+                "prototypes; bilinear upsample to 224, Gaussian blur (sigma); score = max of the grid; calibration")
 
     def __init__(self, backbones: str = "auto", weights_dir=None, device: str = "cpu", coreset_ratio: float = 0.1,
                  pcd_background: bool = False, neighbors: int = 6, stored_neighbors: int = 20, n_synthetic: int = 800,
@@ -172,6 +184,16 @@ class G2SF(Detector):
         self._fused = None
 
     # --- backbones --------------------------------------------------------------------------
+    def _heads(self) -> dict:
+        """The LSPN as a graph: (features, prototypes) row pairs -> local scales w."""
+        from ...engines.graphs import Head
+
+        if self.lspn is None:
+            return {"lspn": None}
+        width = self.lspn.dim_img + self.lspn.dim_pcd
+        return {"lspn": Head(self.lspn, {"features": ["rows", width], "prototypes": ["rows", width]}, ("scales",),
+                             call=LSPN.scales, max_rows=CHUNK_ROWS * self.config["neighbors"])}
+
     def _build_extractor(self):
         rgb, xyz = PAPER if self.info["backbones"] == "paper" else OFFLINE
         return self._feature_extractor(rgb, xyz, 28, xyz_grid=56)
@@ -282,6 +304,9 @@ class G2SF(Detector):
         k = k or self.config["neighbors"]
         fuser = fuser or self.config["fuser"]
         mu = np.asarray(self.mu, dtype=np.float64)
+        runners = self._head_runners()
+        if runners is not None:  # the LSPN on the engine (either fuser): the metric itself in float32 torch
+            return fused_scores_torch(patches, self.lspn, mu, self.banks, k, scales=runners["lspn"])
         if fuser == "torch":
             return fused_scores_torch(patches, self.lspn, mu, self.banks, k)
         if self._fused is None:

@@ -17,27 +17,36 @@ import torch
 
 from .lspn import normalised_distances
 
+CHUNK_ROWS = 1024  # foreground patches per LSPN call of the unfused path (times k prototypes each)
+
 
 def _chunks(n: int, size: int):
     for first in range(0, n, size):
         yield first, min(n, first + size)
 
 
-def fused_scores_torch(p, net, mu: np.ndarray, banks: dict, k: int, all_l: bool = False):
+def fused_scores_torch(p, net, mu: np.ndarray, banks: dict, k: int, all_l: bool = False, scales=None):
     """(cells,) min_{j<k} l_j with the unfused LSPN (the reference's computation): per patch
     and prototype, w from the network on [f, m_j], l_j = sum_m w_m sigma_m s_m, s_m the bank
-    distances / mu; background cells use w = 1. ``all_l``: return (cells, k) l_j instead."""
+    distances / mu; background cells use w = 1. ``all_l``: return (cells, k) l_j instead.
+    ``scales``: a runner of the exported ``lspn`` graph ((rows, D) features and prototypes ->
+    (scales,)) standing in for ``net.scales``."""
     mu_t = torch.as_tensor(mu, dtype=torch.float32, device=p.img.device)
     s = torch.stack([p.dist_img[:, :k], p.dist_pcd[:, :k]], dim=-1) / mu_t
     w = torch.ones_like(s)
     rows = torch.nonzero(p.foreground).reshape(-1)
     bank_img, bank_pcd = banks["img"].features, banks["pcd"].features
     with torch.no_grad():
-        for a, b in _chunks(rows.numel(), 1024):
+        for a, b in _chunks(rows.numel(), CHUNK_ROWS):
             r = rows[a:b]
             f = torch.cat([p.img[r], p.pcd[r]], dim=1)[:, None, :].expand(-1, k, -1)
             m = torch.cat([bank_img[p.idx_img[r, :k]], bank_pcd[p.idx_pcd[r, :k]]], dim=-1)
-            w[r] = net.scales(f, m)
+            if scales is None:
+                w[r] = net.scales(f, m)
+            else:
+                width = f.shape[-1]
+                (out,) = scales(f.reshape(-1, width), m.reshape(-1, width))
+                w[r] = out.reshape(len(r), k, 2).to(w.dtype)
         lj = (w * net.sigma() * s).sum(dim=-1)
     return lj if all_l else lj.min(dim=1).values
 

@@ -9,6 +9,7 @@ import pytest
 
 import xmodal
 from xmodal import _isa
+from xmodal._backend import C
 
 
 def test_build_info_fields():
@@ -32,8 +33,6 @@ def test_cuda_compiled_when_ci_requires_it():
 def _native_libraries():
     """Every shared library of the install: the module and lib/ (kernels variants, CUDA library)."""
     lib_dir = Path(_isa._library_dir())
-    from xmodal._backend import C
-
     return [Path(C.__file__), *sorted(lib_dir.rglob("*.so"))], lib_dir
 
 

@@ -2,7 +2,7 @@
 # the op contracts (headers) and a CMake package, so that C++ programs can
 # `find_package(xmodal CONFIG)` and link `xmodal::kernels` without Python or torch (examples/cpp).
 # For a wheel the same files go inside the package (xmodal/lib, xmodal/include);
-# `python -m xmodal --cmake-dir` prints where.
+# `python -m xmodal.cmake_dir` prints where.
 
 include(CMakePackageConfigHelpers)
 

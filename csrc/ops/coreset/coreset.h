@@ -9,10 +9,10 @@
 //          (ties: lowest index). Indices are therefore always distinct, even with duplicate
 //          points (then the remaining points all sit at distance 0 and go in index order).
 //
-// CPU: squared distances are accumulated in float64, so the selection equals a plain float64
-// loop (xmodal.reference.greedy_coreset) up to float64 summation order. One fused pass over
-// x per selected point updates the running minimum and finds the argmax; no per-step
-// allocation.
+// CPU: squared distances are accumulated in float64 (in the one order common/distance.h fixes,
+// the same bits on every CPU level), so the selection equals a plain float64 loop
+// (xmodal.reference.greedy_coreset) up to float64 summation order. One fused pass over x per
+// selected point updates the running minimum and finds the argmax; no per-step allocation.
 #pragma once
 
 #include <cstdint>

@@ -68,6 +68,9 @@ void greedy_coreset_cpu(const float* x, int64_t num_points, int64_t dim, int64_t
   std::vector<std::vector<StampedFarthest>> local(static_cast<size_t>(threads),
                                                   std::vector<StampedFarthest>(static_cast<size_t>(n)));
   std::vector<ThreadBest> thread_best(static_cast<size_t>(threads));
+  // Each thread's copy of the newest center in float64 (exact): converted once per step, not
+  // once per row in the innermost loop.
+  std::vector<double> center64(static_cast<size_t>(threads * dim));
 
   // One parallel region for the whole selection and three barriers per step. Rows are split
   // into fixed contiguous slices (each stays in its thread's cache); clusters are dealt out
@@ -79,11 +82,12 @@ void greedy_coreset_cpu(const float* x, int64_t num_points, int64_t dim, int64_t
     int64_t row_begin, row_end;
     chunk_range(num_points, team, thread, row_begin, row_end);
     std::vector<StampedFarthest>& mine = local[static_cast<size_t>(thread)];
+    double* z = center64.data() + thread * dim;
     int64_t center = start;
 
     for (int64_t step = 1; step < n; ++step) {
       const int64_t newest = step - 1;  // cluster of `center`, the point selected last
-      const float* z = x + center * dim;
+      std::copy(x + center * dim, x + (center + 1) * dim, z);
 
       // 1. Which of my clusters may the newest center take points from?
       for (int64_t j = thread; j <= newest; j += team) {

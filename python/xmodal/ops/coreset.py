@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from .. import _arrays
+from .._backend import C
 from ._dispatch import run_kernel
 
 PROJECTIONS = ("sparse", "linear", None)
@@ -107,6 +108,36 @@ def projection_matrix(num_samples: int, dim: int, projection, proj_dim: int, rng
     return rng.uniform(-bound, bound, size=(proj_dim, dim)).astype(np.float32)
 
 
+class SparseRows:
+    """A projection matrix stored as its nonzeros (CSR), for :func:`project_sparse`.
+
+    Built once per matrix (the bank builder projects every image's rows with the same one).
+    """
+
+    def __init__(self, matrix: np.ndarray):
+        matrix = np.asarray(matrix, dtype=np.float32)
+        rows, cols = np.nonzero(matrix)  # row-major: columns ascend within each row
+        self.shape = matrix.shape
+        self.indptr = np.zeros(matrix.shape[0] + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=matrix.shape[0]), out=self.indptr[1:])
+        self.indices = cols.astype(np.int32)
+        self.values = np.ascontiguousarray(matrix[rows, cols])
+
+
+def project_sparse(rows: np.ndarray, sparse: SparseRows) -> np.ndarray:
+    """``rows @ matrix.T`` for a sparse ``matrix``: (r, D) C-contiguous float32 numpy rows ->
+    (r, out) float32.
+
+    Each output is the float64 sum of the exact products in ascending column order, rounded
+    once to float32 (csrc/ops/coreset/projection.h): the same bits for any batching of the rows,
+    on every CPU level. This, not a dense GEMM, is how :func:`coreset` and the bank builder
+    apply the "sparse" projection, so the two select the same rows.
+    """
+    out = np.empty((rows.shape[0], sparse.shape[0]), dtype=np.float32)
+    C.sparse_project_cpu(rows, sparse.indptr, sparse.indices, sparse.values, out)
+    return out
+
+
 def coreset(features, ratio=None, n=None, projection="sparse", proj_dim: int = 128, start="random", seed: int = 0):
     """Greedy coreset of ``features`` on randomly projected features.
 
@@ -115,8 +146,10 @@ def coreset(features, ratio=None, n=None, projection="sparse", proj_dim: int = 1
         ratio: fraction of rows to keep, in (0, 1]; n = max(1, int(N * ratio)) as anomalib and
             M3DM count. Give exactly one of ``ratio`` and ``n``.
         n: number of rows to keep, 1 <= n <= N.
-        projection: "sparse" (JL very sparse projection at eps 0.9, anomalib / M3DM), "linear"
-            (PatchCore's dense random map to ``proj_dim``) or None (select on raw features).
+        projection: "sparse" (JL very sparse projection at eps 0.9, anomalib / M3DM; on the CPU
+            applied by :func:`project_sparse`, float64 sums of its nonzeros rounded once to
+            float32), "linear" (PatchCore's dense random map to ``proj_dim``, a float32 GEMM) or
+            None (select on raw features).
         proj_dim: output dimension of the "linear" projection.
         start: "random" (drawn from ``seed``, as anomalib) or the index of the first row
             (M3DM uses 0).
@@ -149,7 +182,12 @@ def coreset(features, ratio=None, n=None, projection="sparse", proj_dim: int = 1
         start = _arrays.positive_int(start, "start", minimum=0, maximum=num_points - 1, what="N-1=")
     matrix = projection_matrix(num_points, dim, projection, proj_dim, rng)
     _arrays.check_finite(arr, "features")
-    if matrix is not None:
+    if matrix is not None and projection == "sparse" and not kind.cuda:
+        projected = project_sparse(arr.numpy() if kind.torch else arr, SparseRows(matrix))
+        arr = _arrays._torch().from_numpy(projected) if kind.torch else projected
+    elif matrix is not None:
+        # the dense "linear" map, and CUDA input (whose float32 greedy does not promise the CPU's
+        # selection anyway): a GEMM on the features' device
         if kind.torch:
             import torch
 

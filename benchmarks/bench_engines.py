@@ -14,7 +14,7 @@ it), the same model scores the same test samples (given as arrays, preprocessing
 - accuracy: I-AUROC and AUPRO@30% of the scored test set, and the change against torch fp32:
   the largest relative score difference and the Pearson correlation of the image scores.
 
-    python benchmarks/bench_engines.py [--size 800] [--methods patchcore cfm] [--paper-random]
+    python benchmarks/bench_engines.py [--size 800] [--methods patchcore cfm | all | NAME ...] [--paper-random]
 """
 
 from __future__ import annotations
@@ -24,17 +24,31 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine_line, markdown_table, measure_once, steady_state_malloc
 
+# Offline backbones, each method's own inference architecture (input sizes, flow depth, heads,
+# test-time transforms) with a short fit: the latency and the engine-vs-torch score change do
+# not depend on how long it trained; the accuracy columns of the short fits do.
 METHOD_OPTIONS = {
     "patchcore": {"modality": "rgb+xyz"},
     "cfm": {"epochs": 5},
     "btf": {},
+    "padim": {},
+    "g2sf": {"n_synthetic": 2, "epochs": 1, "seed": 2},
+    "bridgenet": {"epochs": 1, "repeats": 2},
+    "fastflow": {"epochs": 1},
+    "cflow": {"epochs": 1},
+    "csflow": {"epochs": 1},
+    # 64 rotated copies per test image (the paper's) are 64 backbone + flow passes per predict:
+    # minutes per method on a shared machine; 8 keep the networks and the per-pass engine ratios.
+    "differnet": {"epochs": 1, "test_transforms": 8},
 }
+DEFAULT_METHODS = ["patchcore", "cfm"]  # the methods of the README's quiet table
 PAPER_OPTIONS = {  # random-weight paper backbones: speed only, the accuracy is meaningless
     "patchcore": {"modality": "rgb", "backbones": "paper", "random_weights": True},
     "cfm": {"epochs": 1, "backbones": "paper", "random_weights": True, "calibration": 0},
@@ -151,12 +165,52 @@ def backbone_rows(configs: list[tuple[str, str]], rounds: int) -> list[list[str]
     return rows
 
 
+def selected_methods(requested: list[str], options: dict, parser: argparse.ArgumentParser) -> list[str]:
+    """``--methods`` resolved (``all``: every registered method); every one must have options here, so
+    that a newly registered method is not silently left out of ``all``."""
+    from xmodal.methods import method_names
+
+    methods = method_names() if "all" in requested else requested
+    missing = [m for m in methods if m not in options]
+    if missing:
+        which = "PAPER_OPTIONS (--paper-random)" if options is PAPER_OPTIONS else "METHOD_OPTIONS"
+        parser.error(f"--methods: no {which} for {', '.join(missing)}")
+    return methods
+
+
+def method_rows(method: str, options: dict, label: str, train, test: list, root: str,
+                configs: list[tuple[str, str]], args) -> list[list[str]]:
+    """Fit ``method`` (torch, fp32), save it, and score ``test`` with every configuration: one table
+    row per configuration."""
+    import xmodal
+
+    started = time.perf_counter()
+    det = xmodal.methods.create(method, progress=False, **options)
+    det.fit(train)
+    print(f"{method}: fitted in {time.perf_counter() - started:.0f} s with {options}", flush=True)
+    model_dir = det.save(os.path.join(root, f"model-{method}"))
+    detectors, setup = twins(str(model_dir), configs, test[0])
+    measured = run_all(detectors, test, args.batch, args.rounds)
+    reference = measured["torch", "fp32"]
+    rows = []
+    for (engine, precision), r in measured.items():
+        rel = np.max(np.abs(r["scores"] - reference["scores"]) / np.abs(reference["scores"]))
+        corr = np.corrcoef(r["scores"], reference["scores"])[0, 1]
+        rows.append([method + label, engine, precision, f"{setup[engine, precision]:.1f} s",
+                     f"{r['median'] * 1e3:.0f} ms", f"{r['p95'] * 1e3:.0f} ms", f"{r['throughput']:.1f}",
+                     f"{reference['median'] / r['median']:.2f}x", f"{r['peak'] / 2**20:.0f} MiB",
+                     f"{r['I-AUROC']:.3f}", f"{r['AUPRO']:.3f}", f"{rel:.1e}", f"{corr:.6f}"])
+        print(" | ".join(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=800, help="side of the synthetic samples (MVTec 3D-AD: 800)")
     parser.add_argument("--train", type=int, default=6, help="training samples")
     parser.add_argument("--test", type=int, default=2, help="test samples per defect type (plus as many good)")
-    parser.add_argument("--methods", nargs="+", default=["patchcore", "cfm"], choices=sorted(METHOD_OPTIONS))
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=[*sorted(METHOD_OPTIONS), "all"],
+                        help="registry names, or all (every registered method)")
     parser.add_argument("--batch", type=int, default=4, help="predict_batch size for the throughput")
     parser.add_argument("--rounds", type=int, default=2, help="passes over the test set per configuration")
     parser.add_argument("--backbones-only", action="store_true",
@@ -165,7 +219,6 @@ def main() -> None:
                         help="the paper backbones with random weights (speed only)")
     args = parser.parse_args()
 
-    import xmodal
     from xmodal.data import MVTec3D, synthetic
     from xmodal.engines import bf16_native
 
@@ -176,35 +229,29 @@ def main() -> None:
         print(markdown_table(["backbone", "engine", "precision", "median (batch 1)", "speed vs torch fp32",
                               "rel. feature error"], rows))
         return
+    options = PAPER_OPTIONS if args.paper_random else METHOD_OPTIONS
+    methods = selected_methods(args.methods, options, parser)
+    label = " (paper, random)" if args.paper_random else ""
     with tempfile.TemporaryDirectory() as root:
         synthetic.make_dataset(root, categories=["puck"], n_train=args.train, n_test=args.test,
                                n_test_good=max(2, args.test * 3), image_size=args.size, seed=0, n_validation=2)
         train = MVTec3D(root, "puck", "train")
         test = list(MVTec3D(root, "puck", "test"))
-        rows = []
+        rows, failures = [], []
         configs = configurations()
-        for method in args.methods:
-            options = (PAPER_OPTIONS if args.paper_random else METHOD_OPTIONS)[method]
-            det = xmodal.methods.create(method, progress=False, **options)
-            det.fit(train)
-            model_dir = det.save(os.path.join(root, f"model-{method}"))
-            detectors, setup = twins(str(model_dir), configs, test[0])
-            measured = run_all(detectors, test, args.batch, args.rounds)
-            reference = measured["torch", "fp32"]
-            for (engine, precision), r in measured.items():
-                rel = np.max(np.abs(r["scores"] - reference["scores"]) / np.abs(reference["scores"]))
-                corr = np.corrcoef(r["scores"], reference["scores"])[0, 1]
-                rows.append([method + (" (paper, random)" if args.paper_random else ""), engine, precision,
-                             f"{setup[engine, precision]:.1f} s", f"{r['median'] * 1e3:.0f} ms",
-                             f"{r['p95'] * 1e3:.0f} ms", f"{r['throughput']:.1f}",
-                             f"{reference['median'] / r['median']:.2f}x", f"{r['peak'] / 2**20:.0f} MiB",
-                             f"{r['I-AUROC']:.3f}", f"{r['AUPRO']:.3f}", f"{rel:.1e}", f"{corr:.6f}"])
-                print(" | ".join(rows[-1]), flush=True)
+        for method in methods:
+            try:
+                rows += method_rows(method, options[method], label, train, test, root, configs, args)
+            except Exception as exc:  # one method's failure is a finding, not the end of the run
+                traceback.print_exc()
+                failures.append(f"{method}: {type(exc).__name__}: {exc}")
         print()
         print(markdown_table(["method", "engine", "precision", "setup", "median", "p95", "img/s (batch)",
                               "speed vs torch fp32", "peak memory", "I-AUROC", "AUPRO@30%",
                               "max rel. score change", "score corr."], rows))
         print(f"\n{len(test)} test samples of {args.size}x{args.size} given as arrays; {machine_line()}")
+        for failure in failures:
+            print(f"FAILED {failure}")
 
 
 if __name__ == "__main__":

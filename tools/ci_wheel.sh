@@ -52,6 +52,10 @@ wheel="$(ls "$work"/dist/xmodal-*.whl)"
 ls -l "$work"/dist/
 if [[ $kind == cuda ]]; then
   export XMODAL_REQUIRE_CUDA_BUILD=1  # tests/test_build.py: the wheel must have CUDA compiled in
+else
+  # The CPU wheel has no CUDA: a caller's requirement (.ci/run sets it for its XMODAL_CUDA=ON
+  # source build) does not apply to it.
+  unset XMODAL_REQUIRE_CUDA_BUILD
 fi
 
 step "install the wheel into a fresh venv"
